@@ -1,0 +1,200 @@
+"""The model card: the whole contract between a weights file and the pipeline, stored as JSON beside it.
+
+A card says what the ONNX file expects and produces: whether it is a bare network (input: HU windows at the
+model grid, output: class scores) or the composed graph (input: the canonical full-resolution HU volume,
+output: class indices at the model grid), the geometry of the model grid, the HU windows, the canonical
+orientation, how classes map to FLARE labels, how many connected components to keep per label, and the
+sha256 of the ONNX file, which `verify_checksum` checks before anything runs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from inference.labels import KEEP_COMPONENTS
+from inference.orientation import parse_orientation
+
+CARD_FORMAT = "abdoseg-model-card/1"
+GraphKind = Literal["composed", "network"]
+GeometryMode = Literal["resize", "spacing"]
+Shape3 = tuple[int, int, int]
+Spacing3 = tuple[float, float, float]
+
+
+class CardError(ValueError):
+    """A model card that cannot be used (bad field, wrong checksum, missing file)."""
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How the canonical full-resolution scan maps onto the model grid (array order z, y, x).
+
+    mode "resize": the whole scan is stretched onto `shape` whatever its spacing (COBRA's way).
+    mode "spacing": the scan is resampled to `spacing` (mm) onto a `shape` canvas centred on the scan centre;
+    canvas voxels outside the scan read `pad_hu`.
+    """
+
+    mode: GeometryMode
+    shape: Shape3
+    spacing: Spacing3 | None = None
+    pad_hu: float = -1024.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("resize", "spacing"):
+            raise CardError(f"geometry mode must be 'resize' or 'spacing', got {self.mode!r}")
+        if len(self.shape) != 3 or min(self.shape) < 1:
+            raise CardError(f"geometry shape must be three positive sizes, got {self.shape!r}")
+        if self.mode == "spacing" and (self.spacing is None or len(self.spacing) != 3 or min(self.spacing) <= 0):
+            raise CardError(f"geometry mode 'spacing' needs three positive spacings (mm), got {self.spacing!r}")
+
+
+@dataclass(frozen=True)
+class Window:
+    """An HU window mapped to [0, 1]: clip to [level - width/2, level + width/2]."""
+
+    level: float
+    width: float
+
+    @property
+    def low(self) -> float:
+        return self.level - self.width / 2
+
+    @property
+    def high(self) -> float:
+        return self.level + self.width / 2
+
+
+COBRA_WINDOWS = (Window(level=50.0, width=400.0), Window(level=60.0, width=100.0))
+#: Network classes 0 air, 1 body, 2 liver, 3 kidneys, 4 spleen, 5 pancreas -> FLARE label max(class - 1, 0).
+COBRA_CLASS_TO_LABEL = (0, 0, 1, 2, 3, 4)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """The model contract. `model_file` is resolved relative to the card's folder."""
+
+    name: str
+    model_file: str
+    sha256: str | None
+    graph: GraphKind
+    geometry: Geometry
+    windows: tuple[Window, ...] = COBRA_WINDOWS
+    orientation: str = "RAS"
+    class_to_label: tuple[int, ...] = COBRA_CLASS_TO_LABEL
+    keep_components: dict[int, int] = field(default_factory=lambda: dict(KEEP_COMPONENTS))
+    network_input: str = "img"
+    network_output: str = "output"
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.graph not in ("composed", "network"):
+            raise CardError(f"graph must be 'composed' or 'network', got {self.graph!r}")
+        try:
+            parse_orientation(self.orientation)
+        except ValueError as e:
+            raise CardError(str(e)) from e
+        if not self.windows:
+            raise CardError("a card needs at least one HU window")
+        if min(self.class_to_label) < 0 or max(self.class_to_label) > 255:
+            raise CardError(f"class_to_label must map to labels 0..255, got {self.class_to_label!r}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_to_label)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["keep_components"] = {str(k): v for k, v in self.keep_components.items()}
+        return json.dumps({"format": CARD_FORMAT, **d}, indent=2) + "\n"
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(self.to_json())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelCard":
+        d = dict(d)
+        fmt = d.pop("format", None)
+        if fmt != CARD_FORMAT:
+            raise CardError(f"card format must be {CARD_FORMAT!r}, got {fmt!r}")
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise CardError(f"unknown card field(s) {sorted(unknown)}; valid: {sorted(known)}")
+        try:
+            g = d.pop("geometry")
+            geometry = Geometry(
+                mode=g["mode"],
+                shape=tuple(int(s) for s in g["shape"]),
+                spacing=None if g.get("spacing") is None else tuple(float(s) for s in g["spacing"]),
+                pad_hu=float(g.get("pad_hu", -1024.0)),
+            )
+            windows = tuple(Window(float(w["level"]), float(w["width"])) for w in d.pop("windows", []))
+            keep = {int(k): int(v) for k, v in d.pop("keep_components", KEEP_COMPONENTS).items()}
+            return cls(
+                geometry=geometry,
+                windows=windows or COBRA_WINDOWS,
+                keep_components=keep,
+                class_to_label=tuple(int(c) for c in d.pop("class_to_label", COBRA_CLASS_TO_LABEL)),
+                **d,
+            )
+        except (KeyError, TypeError) as e:
+            raise CardError(f"malformed model card: {e!r}") from e
+
+
+def cobra_card(model_file: str = "cobra_abdomenct1k.onnx") -> ModelCard:
+    """The peer's published format (network only; see ../shared/peers/cobra/README.md)."""
+    return ModelCard(
+        name="cobra",
+        model_file=model_file,
+        sha256=None,
+        graph="network",
+        geometry=Geometry(mode="resize", shape=(96, 192, 192)),
+        network_input="img",
+        network_output="output",
+        provenance={"source": "COBRA FLARE21 entry (rrr-uom-projects/FLARE21), published ONNX; comparison only"},
+    )
+
+
+PRESETS = {"cobra": cobra_card}
+
+
+def load_card(spec: str | Path, model_path: Path | None = None) -> tuple[ModelCard, Path]:
+    """Load a card from a JSON path or a preset name; return it with the resolved model path.
+
+    A preset describes a file format, not a file: its checksum is not known, so `model_path` must be given.
+    """
+    if str(spec) in PRESETS:
+        if model_path is None:
+            raise CardError(f"card preset {str(spec)!r} needs an explicit --model file")
+        return PRESETS[str(spec)](Path(model_path).name), Path(model_path)
+    path = Path(spec)
+    try:
+        card = ModelCard.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError as e:
+        raise CardError(f"{path}: model card not found (presets: {sorted(PRESETS)})") from e
+    except json.JSONDecodeError as e:
+        raise CardError(f"{path}: model card is not valid JSON ({e})") from e
+    return card, Path(model_path) if model_path is not None else path.parent / card.model_file
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_checksum(card: ModelCard, model_path: Path) -> None:
+    """Raise CardError unless the model file exists and matches the card's sha256 (if the card has one)."""
+    if not Path(model_path).is_file():
+        raise CardError(f"{model_path}: model file not found")
+    if card.sha256 is not None:
+        actual = sha256_of(model_path)
+        if actual != card.sha256:
+            raise CardError(
+                f"{model_path}: sha256 {actual[:12]}… does not match the card {card.name!r} ({card.sha256[:12]}…)"
+            )

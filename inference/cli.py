@@ -1,0 +1,143 @@
+"""Command line: segment every `<case>_0000` scan of a folder; one line per case on stderr; exit 0 iff all succeed."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from inference.resources import gpu_present, usable_cpus
+
+DEFAULT_RUNTIME = "openvino"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from inference.pipeline import DEFAULT_CARD
+
+    p = argparse.ArgumentParser(
+        prog="python -m inference",
+        description="Segment abdominal CT scans (FLARE21 labels: 1 liver, 2 kidneys, 3 spleen, 4 pancreas). "
+        "Reads every <case>_0000.{nii.gz,nii,mha,nrrd} in INPUT, writes <case>.nii.gz (uint8) to OUTPUT on "
+        "the input's exact grid. Exit status 0 only if every case succeeded.",
+    )
+    p.add_argument("-i", "--input", type=Path, help="folder of <case>_0000.nii.gz scans")
+    p.add_argument("-o", "--output", type=Path, help="folder for <case>.nii.gz label maps (created if missing)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="ONNX file (default: the one the card names, beside the card)")
+    p.add_argument("--card", default=str(DEFAULT_CARD),
+                   help="model card JSON, or a preset: 'cobra' = the COBRA published format (needs --model) "
+                   f"(default: {DEFAULT_CARD.relative_to(DEFAULT_CARD.parent.parent)})")
+    p.add_argument("--runtime", choices=("openvino", "onnxruntime"), default=DEFAULT_RUNTIME,
+                   help=f"CPU runtime for the graph (default: {DEFAULT_RUNTIME}, the faster cold run here)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: the cores this process may use, cgroup/affinity aware)")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
+                   help="cuda: coarse model + high-resolution fine stage on the GPU; auto: cuda when a GPU, torch "
+                   "and the fine weights are present, else cpu (default: auto)")
+    p.add_argument("--log", type=Path, default=None, help="also append one JSON line per case to this file")
+    p.add_argument("--cache-dir", type=Path, default=os.environ.get("ABDOSEG_CACHE_DIR") or None,
+                   help="compiled-model cache for OpenVINO (default: $ABDOSEG_CACHE_DIR, else none)")
+    p.add_argument("--warmup", action="store_true",
+                   help="load the model, run it once on a small synthetic volume (fills --cache-dir) and exit")
+    return p
+
+
+def resolve_device(requested: str) -> str:
+    """'auto' -> 'cuda' when a GPU, a CUDA torch and the fine weights are all present, else 'cpu'."""
+    if requested != "auto":
+        return requested
+    if not gpu_present():
+        return "cpu"
+    try:
+        from inference.fine import fine_available
+
+        return "cuda" if fine_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def _fmt_line(record: dict) -> str:
+    if record["status"] != "ok":
+        return f"{record['case']}: FAILED — {record['error']}"
+    stages = " ".join(f"{k} {v:.2f}" for k, v in record["seconds"].items())
+    gpu = "no GPU" if record["gpu_memory_mb"] is None else f"GPU {record['gpu_memory_mb']:.0f} MB"
+    shape = "x".join(str(s) for s in record["input_size"])
+    return (f"{record['case']}: {shape} | {stages} | total {record['total_s']:.2f} s | "
+            f"peak RSS {record['peak_rss_mb']:.0f} MB | {gpu}")
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from inference.io import InputError, find_cases, read_scan, write_labels_atomic
+    from inference.pipeline import Predictor, StageClock
+    from inference.resources import gpu_memory_mb, peak_rss_mb
+
+    threads = args.threads or usable_cpus()
+    device = resolve_device(args.device)
+    t0 = time.perf_counter()
+    predictor = Predictor.load(args.card, args.model, args.runtime, threads, device, args.cache_dir)
+    load_s = time.perf_counter() - t0
+    print(f"abdoseg: model {predictor.card.name} ({predictor.session.description}, device {device}) "
+          f"loaded in {load_s:.2f} s", file=sys.stderr)
+    if args.warmup:
+        z = np.full((40, 64, 64), -1000.0, np.float32)
+        predictor.segment(z, (5.0, 6.0, 6.0))
+        print(f"abdoseg: warm-up done in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
+        return 0
+
+    if args.input is None or args.output is None:
+        print("abdoseg: error: -i/--input and -o/--output are required", file=sys.stderr)
+        return 2
+    if not args.input.is_dir():
+        print(f"abdoseg: error: {args.input}: input folder not found", file=sys.stderr)
+        return 2
+    cases, ignored = find_cases(args.input)
+    for p in ignored:
+        print(f"abdoseg: note: ignoring {p.name} (not <case>_0000.nii.gz/.nii/.mha/.nrrd)", file=sys.stderr)
+    if not cases:
+        print(f"abdoseg: error: {args.input}: no <case>_0000 scans found", file=sys.stderr)
+        return 1
+    args.output.mkdir(parents=True, exist_ok=True)
+
+    failures = 0
+    for case in cases:
+        clock = StageClock()
+        record: dict = {"case": case.name, "input": str(case.path), "runtime": predictor.session.description,
+                        "device": device, "model_load_s": round(load_s, 4)}
+        try:
+            image = read_scan(case.path)
+            record["input_size"] = list(image.GetSize())
+            clock.lap("read")
+            labels = predictor.segment_image(image, clock)
+            write_labels_atomic(labels, image, case.output_path(args.output))
+            clock.lap("write")
+            record.update(status="ok", output=str(case.output_path(args.output)))
+        except (InputError, MemoryError, RuntimeError, ValueError, OSError) as e:
+            failures += 1
+            record.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+        record["seconds"] = {k: round(v, 4) for k, v in clock.seconds.items()}
+        record["total_s"] = round(sum(clock.seconds.values()), 4)
+        record["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        record["gpu_memory_mb"] = gpu_memory_mb() if device == "cuda" else None
+        print(_fmt_line(record), file=sys.stderr)
+        if args.log:
+            with open(args.log, "a") as f:
+                f.write(json.dumps(record) + "\n")
+    if failures:
+        print(f"abdoseg: {failures} of {len(cases)} case(s) failed", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        print(f"abdoseg: error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+        return 2
+    try:
+        return run(args)
+    except (ValueError, OSError, ImportError) as e:  # card / model / runtime problems: one line, no traceback
+        print(f"abdoseg: error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,150 @@
+"""The fine stage's card: the JSON contract beside the fine weights (no torch import).
+
+It fixes everything the fine stage and its training must agree on: the network architecture, the fine grid
+spacing, the sliding-window patch and step, the HU windows (each clipped and mapped to [0, 1], one input
+channel each), the crop margin, the components kept per label, the sha256 of the weights file and where the
+weights came from. Classes are FLARE21 labels directly (0 background, 1 liver, 2 kidneys, 3 spleen,
+4 pancreas).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inference.card import CardError, Shape3, Spacing3, Window, sha256_of
+from inference.labels import FLARE21_LABELS, KEEP_COMPONENTS
+
+FINE_CARD_FORMAT = "abdoseg-fine-card/1"
+#: Card file name inside a weights folder.
+FINE_CARD_NAME = "fine.json"
+FINE_WINDOWS = (Window(level=50.0, width=400.0), Window(level=60.0, width=100.0))
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """nnU-Net-style 3D U-Net: `n_stages` resolutions, features base·2^s capped at `max_features`."""
+
+    in_channels: int = len(FINE_WINDOWS)
+    n_classes: int = len(FLARE21_LABELS)
+    base_features: int = 32
+    max_features: int = 320
+    n_stages: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("in_channels", "n_classes", "base_features", "max_features", "n_stages"):
+            if int(getattr(self, name)) < 1:
+                raise CardError(f"architecture {name} must be >= 1, got {getattr(self, name)!r}")
+
+    @property
+    def features(self) -> tuple[int, ...]:
+        return tuple(min(self.base_features * 2**s, self.max_features) for s in range(self.n_stages))
+
+    @property
+    def divisor(self) -> int:
+        """Patch sizes must be multiples of this (one stride-2 downsampling per stage after the first)."""
+        return 2 ** (self.n_stages - 1)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where the weights came from, in words and figures a reader can check."""
+
+    data: str = ""
+    labels: str = ""
+    command: str = ""
+    trained_at: str = ""
+    iterations: int = 0
+    minutes: float = 0.0
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class FineCard:
+    """Fine-stage contract; `weights_file` is resolved relative to the card's folder."""
+
+    name: str
+    weights_file: str
+    sha256: str | None
+    architecture: Architecture = Architecture()
+    spacing: Spacing3 = (2.5, 1.5, 1.5)
+    patch_size: Shape3 = (64, 160, 160)
+    step: float = 0.5
+    windows: tuple[Window, ...] = FINE_WINDOWS
+    margin_mm: float = 20.0
+    keep_components: dict[int, int] = field(default_factory=lambda: dict(KEEP_COMPONENTS))
+    provenance: Provenance = Provenance()
+
+    def __post_init__(self) -> None:
+        if len(self.spacing) != 3 or min(self.spacing) <= 0:
+            raise CardError(f"fine spacing must be three positive mm values, got {self.spacing!r}")
+        div = self.architecture.divisor
+        if len(self.patch_size) != 3 or any(p < div or p % div for p in self.patch_size):
+            raise CardError(f"patch_size must be three positive multiples of {div}, got {self.patch_size!r}")
+        if not 0 < self.step <= 1:
+            raise CardError(f"step must be in (0, 1], got {self.step!r}")
+        if len(self.windows) != self.architecture.in_channels:
+            raise CardError(
+                f"{len(self.windows)} HU windows for {self.architecture.in_channels} input channels; they must match"
+            )
+        if any(w.width <= 0 for w in self.windows):
+            raise CardError(f"HU window widths must be positive, got {self.windows!r}")
+        if self.architecture.n_classes != len(FLARE21_LABELS):
+            raise CardError(f"n_classes must be {len(FLARE21_LABELS)} (FLARE21 labels), got {self.architecture.n_classes}")
+        if self.margin_mm < 0:
+            raise CardError(f"margin_mm must be >= 0, got {self.margin_mm!r}")
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["keep_components"] = {str(k): v for k, v in self.keep_components.items()}
+        return json.dumps({"format": FINE_CARD_FORMAT, **d}, indent=2) + "\n"
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(self.to_json())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FineCard":
+        d = dict(d)
+        fmt = d.pop("format", None)
+        if fmt != FINE_CARD_FORMAT:
+            raise CardError(f"fine card format must be {FINE_CARD_FORMAT!r}, got {fmt!r}")
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise CardError(f"unknown fine card field(s) {sorted(unknown)}; valid: {sorted(cls.__dataclass_fields__)}")
+        try:
+            return cls(
+                name=str(d.pop("name")),
+                weights_file=str(d.pop("weights_file")),
+                sha256=d.pop("sha256"),
+                architecture=Architecture(**d.pop("architecture", {})),
+                spacing=tuple(float(s) for s in d.pop("spacing")),  # type: ignore[arg-type]
+                patch_size=tuple(int(p) for p in d.pop("patch_size")),  # type: ignore[arg-type]
+                windows=tuple(Window(float(w["level"]), float(w["width"])) for w in d.pop("windows")),
+                keep_components={int(k): int(v) for k, v in d.pop("keep_components", KEEP_COMPONENTS).items()},
+                provenance=Provenance(**d.pop("provenance", {})),
+                **d,
+            )
+        except (KeyError, TypeError) as e:
+            raise CardError(f"malformed fine card: {e!r}") from e
+
+
+def load_fine_card(path: Path) -> tuple[FineCard, Path]:
+    """Read a fine card (a JSON file, or a folder holding fine.json); return it with its weights path.
+
+    Checks that the weights file exists and matches the card's sha256 (when the card has one).
+    """
+    path = Path(path)
+    card_path = path / FINE_CARD_NAME if path.is_dir() else path
+    try:
+        card = FineCard.from_dict(json.loads(card_path.read_text()))
+    except FileNotFoundError as e:
+        raise CardError(f"{card_path}: fine card not found") from e
+    except json.JSONDecodeError as e:
+        raise CardError(f"{card_path}: fine card is not valid JSON ({e})") from e
+    weights = card_path.parent / card.weights_file
+    if not weights.is_file():
+        raise CardError(f"{weights}: fine weights file not found (named by {card_path})")
+    if card.sha256 is not None and sha256_of(weights) != card.sha256:
+        raise CardError(f"{weights}: sha256 does not match the fine card {card_path}")
+    return card, weights
