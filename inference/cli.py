@@ -71,7 +71,7 @@ def _fmt_line(record: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from inference.io import InputError, find_cases, read_scan, write_labels_atomic
+    from inference.io import InputError, find_cases
     from inference.pipeline import Predictor, StageClock
     from inference.resources import gpu_memory_mb, peak_rss_mb
 
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"abdoseg: model {predictor.card.name} ({predictor.session.description}, device {device}) "
           f"loaded in {load_s:.2f} s", file=sys.stderr)
     if args.warmup:
-        z = np.full((40, 64, 64), -1000.0, np.float32)
+        z = np.full((40, 64, 64), -1000, np.int16)
         predictor.segment(z, (5.0, 6.0, 6.0))
         print(f"abdoseg: warm-up done in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
         return 0
@@ -108,13 +108,8 @@ def run(args: argparse.Namespace) -> int:
         record: dict = {"case": case.name, "input": str(case.path), "runtime": predictor.session.description,
                         "device": device, "model_load_s": round(load_s, 4)}
         try:
-            image = read_scan(case.path)
-            record["input_size"] = list(image.GetSize())
-            clock.lap("read")
-            labels = predictor.segment_image(image, clock)
-            write_labels_atomic(labels, image, case.output_path(args.output))
-            clock.lap("write")
-            record.update(status="ok", output=str(case.output_path(args.output)))
+            size = predictor.predict_file(case.path, case.output_path(args.output), clock)
+            record.update(status="ok", input_size=list(size), output=str(case.output_path(args.output)))
         except (InputError, MemoryError, RuntimeError, ValueError, OSError) as e:
             failures += 1
             record.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)

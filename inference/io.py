@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from inference.scan import Grid
+
 #: `<case>_0000.<ext>`: the FLARE naming of the (single) CT channel.
 CASE_PATTERN = re.compile(r"^(?P<case>.+)_0000\.(?P<ext>nii\.gz|nii|mha|nrrd)$")
 
@@ -72,10 +74,12 @@ def _check_complete(path: Path, reader: sitk.ImageFileReader) -> None:
 
 
 def read_scan(path: Path) -> sitk.Image:
-    """Read a 3D scalar scan, or raise InputError naming the file and why it cannot be used.
+    """Read a 3D scalar scan, or raise InputError naming the file and why it cannot be used."""
+    return read_voxels(read_header(path))
 
-    The header is checked before any voxel is read, so a wrong file fails fast.
-    """
+
+def read_header(path: Path) -> sitk.ImageFileReader:
+    """Open a scan and validate its header (3D, scalar, real, sane spacing, complete file) without reading voxels."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
@@ -101,10 +105,15 @@ def read_scan(path: Path) -> sitk.Image:
     if not all(np.isfinite(spacing)) or min(spacing) <= 0:
         raise InputError(f"{path}: invalid spacing {spacing}")
     _check_complete(path, reader)
+    return reader
+
+
+def read_voxels(reader: sitk.ImageFileReader) -> sitk.Image:
+    """The image behind a validated header (see read_header)."""
     try:
         return reader.Execute()
     except RuntimeError as e:
-        raise InputError(f"{path}: not a readable image ({_itk_reason(e)})") from e
+        raise InputError(f"{reader.GetFileName()}: not a readable image ({_itk_reason(e)})") from e
 
 
 def _itk_reason(error: RuntimeError) -> str:
@@ -114,11 +123,11 @@ def _itk_reason(error: RuntimeError) -> str:
     return line.split(": ", 1)[-1][:160] if "sitk::ERROR" not in line else line.split("sitk::ERROR: ", 1)[-1][:160]
 
 
-def write_labels_atomic(labels: np.ndarray, reference: sitk.Image, out_path: Path) -> None:
-    """Write `labels` (z,y,x uint8, stored order) on `reference`'s grid; temp file in the same folder, then rename."""
+def write_labels_atomic(labels: np.ndarray, grid: Grid, out_path: Path) -> None:
+    """Write `labels` (z,y,x uint8, stored order) on `grid`; temp file in the same folder, then rename."""
     out_path = Path(out_path)
     image = sitk.GetImageFromArray(np.asarray(labels, dtype=np.uint8))
-    image.CopyInformation(reference)
+    grid.apply_to(image)
     fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".nii.gz", dir=out_path.parent)
     os.close(fd)
     try:

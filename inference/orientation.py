@@ -77,6 +77,10 @@ class Reorientation:
         """Canonical array -> stored array (a view; no copy)."""
         return canonical[self._flips()].transpose(np.argsort(self.perm))
 
+    def shape(self, stored_zyx: tuple[int, int, int]) -> tuple[int, int, int]:
+        """Shape of the canonical array, from the stored array's (z, y, x) shape."""
+        return tuple(int(stored_zyx[a]) for a in self.perm)  # type: ignore[return-value]
+
     def spacing(self, stored_zyx: tuple[float, float, float]) -> tuple[float, float, float]:
         """Spacing of the canonical array axes, from the stored array's (z, y, x) spacing."""
         return tuple(float(stored_zyx[a]) for a in self.perm)  # type: ignore[return-value]

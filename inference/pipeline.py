@@ -1,7 +1,7 @@
 """The segmentation pipeline. Its stages, in order (each one function call in `Predictor.segment`):
 
-    1 read        SimpleITK; a 3D scalar scan or a one-line InputError
-    2 canonical   permute/flip the array to the card's orientation (a view), float32 HU copy for the graph
+    1 read        SimpleITK; a 3D scalar scan or a one-line InputError (the runtime compiles for its shape meanwhile)
+    2 canonical   permute/flip the array to the card's orientation, as int16 HU (no copy when already canonical)
     3-5 graph     one ONNX graph: anti-aliased downsample + HU windows -> network -> ArgMax (low resolution)
     6 labels      class -> FLARE label lookup, largest connected components per organ (at low resolution)
     7 upsample    nearest, back onto the canonical full-resolution grid
@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,9 +19,11 @@ import numpy as np
 
 from inference.card import ModelCard, load_card, verify_checksum
 from inference.geometry import axis_maps, upsample_labels
+from inference.io import read_header, read_voxels, write_labels_atomic
 from inference.orientation import Reorientation, orientation_of
 from inference.postprocess import classes_to_labels, keep_largest_components
 from inference.runtime import RuntimeName, Session, open_session
+from inference.scan import Grid, canonical_hu, sitk_buffer
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_CARD = WEIGHTS_DIR / "abdoseg_coarse.json"
@@ -74,7 +77,7 @@ class Predictor:
         return cls(card, session, fine)
 
     def segment(self, ct: np.ndarray, spacing: tuple[float, float, float], clock: StageClock | None = None) -> np.ndarray:
-        """Stages 3-7 on a canonical (z,y,x) HU array -> uint8 FLARE labels on the same grid."""
+        """Stages 3-7 on a canonical (z,y,x) int16 HU array -> uint8 FLARE labels on the same grid."""
         clock = clock or StageClock()
         feeds = {"ct": ct}
         if "spacing" in self.session.input_names:
@@ -92,17 +95,34 @@ class Predictor:
         return full
 
     def segment_image(self, image, clock: StageClock | None = None) -> np.ndarray:
-        """Stages 2-8 minus the write: a SimpleITK image -> uint8 labels in the image's stored (z,y,x) order."""
-        import SimpleITK as sitk
-
+        """Stages 2-7: a SimpleITK image -> uint8 labels in the image's stored (z,y,x) order."""
         clock = clock or StageClock()
-        orient = Reorientation.between(orientation_of(image.GetDirection()), self.card.orientation)
-        stored = sitk.GetArrayViewFromImage(image)
-        ct = np.empty(orient.apply(stored).shape, dtype=np.float32)
-        ct[...] = orient.apply(stored)  # one pass: permute/flip + cast
-        if not np.issubdtype(stored.dtype, np.integer):
-            np.nan_to_num(ct, copy=False, nan=-1024.0, posinf=3071.0, neginf=-1024.0)
-        spacing = orient.spacing(image.GetSpacing()[::-1])
+        ct, spacing, orient = canonical_hu(image, self.card.orientation)
         clock.lap("canonical")
         labels = self.segment(ct, spacing, clock)
         return orient.invert(labels)
+
+    def predict_file(self, path: Path, out_path: Path, clock: StageClock | None = None) -> tuple[int, ...]:
+        """Stages 1-8: read `path`, write the label map to `out_path` atomically; returns the input size.
+
+        The SimpleITK image is dropped as soon as its voxels are in the canonical array (when that needed a
+        copy), so a large scan is not held twice while the network runs.
+        """
+        clock = clock or StageClock()
+        reader = read_header(path)
+        orient = Reorientation.between(orientation_of(reader.GetDirection()), self.card.orientation)
+        with ThreadPoolExecutor(max_workers=1) as pool:  # compile for this shape while the voxels decompress
+            prepared = pool.submit(self.session.prepare, orient.shape(reader.GetSize()[::-1]))
+            image = read_voxels(reader)
+            prepared.result()
+        grid = Grid.of(image)
+        clock.lap("read")
+        ct, spacing, orient = canonical_hu(image, self.card.orientation)
+        if not np.shares_memory(ct, sitk_buffer(image)):
+            del image
+        clock.lap("canonical")
+        labels = orient.invert(self.segment(ct, spacing, clock))
+        del ct
+        write_labels_atomic(labels, grid, out_path)
+        clock.lap("write")
+        return grid.size

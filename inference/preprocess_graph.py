@@ -1,6 +1,6 @@
 """The one preprocessing definition, as an ONNX graph: canonical HU volume -> model-grid windows -> classes.
 
-    ct [D,H,W] float32 HU (+ spacing [3] mm, z,y,x, in "spacing" mode)
+    ct [D,H,W] int16 HU (+ spacing [3] mm, z,y,x, in "spacing" mode; see scan.canonical_hu)
       -> anti-aliased linear resample onto the model grid   (geometry.AxisMap conventions, weights built in-graph)
       -> HU windows, each clipped and mapped to [0, 1]       -> image [1,C,Nz,Ny,Nx]
       -> network                                             -> scores [1,K,Nz,Ny,Nx]
@@ -78,6 +78,7 @@ def _resample(g: _GraphBuilder, ct: str, spacing: str | None, geometry: Geometry
     """Nodes that resample `ct` [D,H,W] onto the model grid [Nz,Ny,Nx] (pad value off the scan)."""
     nz, ny, nx = geometry.shape
     shape = g.op("Shape", ct)
+    ct = g.op("Cast", ct, to=1)  # int16 -> float32: a transient the runtime frees after the first MatMul
     dims, dims_f, steps = [], [], []
     for axis, n_out in enumerate(geometry.shape):
         d = g.op("Gather", shape, g.const(np.array([axis], np.int64)))  # [1] int64
@@ -116,7 +117,7 @@ def _windows(g: _GraphBuilder, hu: str, windows: tuple[Window, ...], out: str | 
 def _inputs(geometry: Geometry) -> list:
     from onnx import TensorProto, helper
 
-    ins = [helper.make_tensor_value_info("ct", TensorProto.FLOAT, ["D", "H", "W"])]
+    ins = [helper.make_tensor_value_info("ct", TensorProto.INT16, ["D", "H", "W"])]
     if geometry.mode == "spacing":
         ins.append(helper.make_tensor_value_info("spacing", TensorProto.FLOAT, [3]))
     return ins

@@ -19,6 +19,10 @@ class Session(Protocol):
     input_names: tuple[str, ...]
     description: str
 
+    def prepare(self, shape: tuple[int, ...]) -> None:
+        """Get ready for an input of this shape (OpenVINO static shapes compile here)."""
+        ...
+
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Return the graph's single output for the named inputs."""
         ...
@@ -32,6 +36,8 @@ class OnnxRuntimeSession:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        opts.enable_cpu_mem_arena = False  # the arena keeps ~0.6 GB more at peak for this network
+        opts.enable_mem_pattern = False  # a replayed pattern raised the second run's peak by ~0.4 GB
         wanted = (["CUDAExecutionProvider"] if use_cuda else []) + ["CPUExecutionProvider"]
         providers = [p for p in wanted if p in ort.get_available_providers()]
         source = str(model) if isinstance(model, Path) else model
@@ -39,37 +45,64 @@ class OnnxRuntimeSession:
         self.input_names = tuple(i.name for i in self._session.get_inputs())
         self.description = f"onnxruntime {ort.__version__} {'/'.join(self._session.get_providers())}, {threads} threads"
 
+    def prepare(self, shape: tuple[int, ...]) -> None:
+        pass
+
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         return self._session.run(None, feeds)[0]
 
 
 class OpenVinoSession:
-    def __init__(self, model: Path | bytes, threads: int, cache_dir: Path | None = None) -> None:
+    """OpenVINO CPU, fp32. With `static_shapes`, the graph is compiled for each new input shape (cached per
+    shape, the last one kept): OpenVINO then plans all buffers statically and peaks ~0.45 GB lower on a 512x512x336 scan than
+    with the dynamic-shape graph, for the same compile time in a cold process (measured; see README)."""
+
+    def __init__(self, model: Path | bytes, threads: int, cache_dir: Path | None = None,
+                 static_shapes: bool = True) -> None:
         import openvino as ov
 
-        core = ov.Core()
-        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        self._ov = ov
+        self._core = ov.Core()
+        self._config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads,
+                        "PERFORMANCE_HINT": "LATENCY"}
         if cache_dir is not None:
             Path(cache_dir).mkdir(parents=True, exist_ok=True)
-            config["CACHE_DIR"] = str(cache_dir)
-        if isinstance(model, Path):
-            compiled = core.compile_model(str(model), "CPU", config)
-        else:  # in-memory ONNX (a network composed at load time)
-            compiled = core.compile_model(core.read_model(model, b""), "CPU", config)
-        self._request = compiled.create_infer_request()
-        self.input_names = tuple(i.get_any_name() for i in compiled.inputs)
-        self.description = f"openvino {ov.get_version().split('-')[0]} CPU f32, {threads} threads"
+            self._config["CACHE_DIR"] = str(cache_dir)
+        self._model = self._core.read_model(str(model)) if isinstance(model, Path) else self._core.read_model(model, b"")
+        self._static = static_shapes
+        self._requests: dict[tuple, object] = {}
+        self.input_names = tuple(i.get_any_name() for i in self._model.inputs)
+        kind = "static shapes" if static_shapes else "dynamic shapes"
+        self.description = f"openvino {ov.get_version().split('-')[0]} CPU f32 {kind}, {threads} threads"
+        if not static_shapes:
+            self._request_for(None)
+
+    def _request_for(self, shape: tuple | None):
+        if shape not in self._requests:
+            self._requests.clear()  # one compiled shape at a time: each holds its buffers (~1.4 GB)
+            model = self._model
+            if shape is not None:
+                model = model.clone()
+                model.reshape({"ct": self._ov.PartialShape(list(shape))})
+            self._requests[shape] = self._core.compile_model(model, "CPU", self._config).create_infer_request()
+        return self._requests[shape]
+
+    def prepare(self, shape: tuple[int, ...]) -> None:
+        """Compile for an input shape ahead of the first run with it (no-op with dynamic shapes)."""
+        if self._static:
+            self._request_for(tuple(shape))
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        result = self._request.infer(feeds, share_inputs=True, share_outputs=False)
+        request = self._request_for(tuple(feeds["ct"].shape) if self._static else None)
+        result = request.infer(feeds, share_inputs=True, share_outputs=False)
         return next(iter(result.values()))
 
 
 def open_session(model: Path | bytes, runtime: RuntimeName, threads: int, use_cuda: bool = False,
-                 cache_dir: Path | None = None) -> Session:
+                 cache_dir: Path | None = None, static_shapes: bool = True) -> Session:
     """Open a session for the composed graph (a file path, or serialized ONNX bytes)."""
     if runtime == "onnxruntime" or use_cuda:  # the GPU coarse stage runs through onnxruntime's CUDA provider
         return OnnxRuntimeSession(model, threads, use_cuda)
     if runtime == "openvino":
-        return OpenVinoSession(model, threads, cache_dir)
+        return OpenVinoSession(model, threads, cache_dir, static_shapes)
     raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")

@@ -1,8 +1,8 @@
 """Crop geometry of the fine stage, on the canonical full-resolution grid (numpy only).
 
 The crop is the bounding box of every organ voxel of the coarse labels, widened by a margin in mm on each
-side (converted per axis with the voxel spacing, rounded up) and clipped to the scan. No organ → the whole
-scan. `paste` is the exact inverse of cropping: the crop goes back at the same voxels, the rest is background.
+side (converted per axis with the voxel spacing, rounded up) and clipped to the scan; no organ → None (the
+caller falls back to `CropBox.whole`). `paste` is the exact inverse of cropping: the crop goes back at the same voxels, the rest is background.
 """
 from __future__ import annotations
 
@@ -54,14 +54,14 @@ def margin_voxels(spacing: Spacing3, margin_mm: float) -> Shape3:
     return tuple(int(math.ceil(margin_mm / s - 1e-9)) for s in spacing)  # type: ignore[return-value]
 
 
-def organ_box(labels: np.ndarray, spacing: Spacing3, margin_mm: float) -> CropBox:
-    """Bounding box of the nonzero voxels of `labels` [z, y, x] plus `margin_mm`, clipped; none → whole scan."""
+def organ_box(labels: np.ndarray, spacing: Spacing3, margin_mm: float) -> CropBox | None:
+    """Bounding box of the nonzero voxels of `labels` [z, y, x] plus `margin_mm`, clipped; no organ → None."""
     if labels.ndim != 3:
         raise ValueError(f"labels must be 3D (z, y, x), got shape {labels.shape}")
     margin = margin_voxels(spacing, margin_mm)
     z = np.flatnonzero(labels.any(axis=(1, 2)))
     if z.size == 0:
-        return CropBox.whole(labels.shape)  # type: ignore[arg-type]
+        return None
     slab = labels[z[0] : z[-1] + 1]  # later passes read only the organ slab
     y = np.flatnonzero(slab.any(axis=(0, 2)))
     x = np.flatnonzero(slab.any(axis=(0, 1)))

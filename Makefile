@@ -1,0 +1,43 @@
+# abdoseg — the two commands a user needs: `make demo` (run the product) and `make test` (run the tests).
+PYTHON ?= python3
+VENV := .venv
+DEV := .venv-dev
+SAMPLES := tests/data/flare21/imagesTr
+DEMO_OUT := demo_output
+
+.PHONY: venv venv-dev demo test container container-test bench help
+help:
+	@echo "make demo            set up .venv (runtime only) and segment the bundled sample scans -> $(DEMO_OUT)/"
+	@echo "make test            set up .venv-dev (runtime + training + test tools) and run the test suite"
+	@echo "make container-test  build the image with podman and run it the organisers' way on the samples"
+	@echo "make bench           end-to-end and per-stage timings + peak memory on FLARE-sized volumes"
+
+$(VENV)/.stamp: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+venv: $(VENV)/.stamp
+
+$(DEV)/.stamp: requirements.txt requirements-train.txt requirements-dev.txt
+	$(PYTHON) -m venv $(DEV)
+	$(DEV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+venv-dev: $(DEV)/.stamp
+
+demo: venv
+	rm -rf $(DEMO_OUT)
+	./predict.sh $(SAMPLES) $(DEMO_OUT) --log $(DEMO_OUT).jsonl
+	@ls -l $(DEMO_OUT)
+	@if [ -x $(DEV)/bin/python ]; then $(DEV)/bin/python -m training.evaluation evaluate --pred $(DEMO_OUT) --gt tests/data/flare21/labelsTr; fi
+
+test: venv venv-dev
+	$(DEV)/bin/python -m pytest -q tests
+
+container:
+	bash .ci/container.sh --build-only
+
+container-test:
+	bash .ci/container.sh
+
+bench: venv venv-dev
+	$(DEV)/bin/python benchmarks/bench_pipeline.py

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Benchmark: cold end-to-end `predict.sh` per case, per-stage seconds, peak RSS, and the bare network forward.
+
+    python benchmarks/bench_pipeline.py [--sizes S,M,L] [--runtime openvino] [--card weights/abdoseg_coarse.json]
+                                        [--model FILE] [--repeats 3] [--threads N]
+
+Volumes come from ../shared/tools/make_bench_volumes.py (512x512x134 / 336 / 672, made once into .cache/bench).
+Each run is a fresh process, exactly as the organisers time one container per case (minus the container start):
+wall time from exec to exit, peak RSS of that process (wait4 rusage), and the stage seconds it logged.
+Targets (issue 2, 2-core CPU): cold 512^2x134 < 2.2 s and <= 1.5x the bare forward; peak RSS <= 2 GB at 336
+slices, <= 4 GB at 672.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SHARED_TOOL = ROOT.parent / "shared" / "tools" / "make_bench_volumes.py"
+CACHE = ROOT / ".cache" / "bench"
+
+
+def ensure_volumes(sizes: list[str]) -> dict[str, Path]:
+    missing = [s for s in sizes if not (CACHE / "imagesTs" / f"bench{s}_0000.nii.gz").exists()]
+    if missing:
+        if not SHARED_TOOL.exists():
+            sys.exit(f"bench volumes missing and {SHARED_TOOL} not found")
+        subprocess.run([sys.executable, str(SHARED_TOOL), str(CACHE), "--sizes", ",".join(missing)], check=True)
+    return {s: CACHE / "imagesTs" / f"bench{s}_0000.nii.gz" for s in sizes}
+
+
+def cold_run(scan: Path, extra: list[str]) -> dict:
+    """One fresh `sh predict.sh IN OUT` on a folder holding only `scan`; wall, peak RSS and the case's log record."""
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs, outputs, log = Path(tmp, "in"), Path(tmp, "out"), Path(tmp, "log.jsonl")
+        inputs.mkdir()
+        os.symlink(scan, inputs / scan.name)
+        cmd = ["sh", str(ROOT / "predict.sh"), str(inputs), str(outputs), "--log", str(log), *extra]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        err = proc.stderr.read()
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"predict.sh failed on {scan.name}:\n{err}")
+        record = json.loads(log.read_text().splitlines()[0])
+        return {"wall": wall, "rss_mb": usage.ru_maxrss / 1024, "record": record}
+
+
+def bare_forward(card_spec: str, model: Path | None, runtime: str, threads: int, repeats: int) -> list[float]:
+    """Seconds per forward of the network alone (model-grid input), in the same runtime, after one warm-up."""
+    import numpy as np
+    import onnx
+
+    from inference.card import load_card
+    from inference.runtime import open_session
+
+    card, path = load_card(card_spec, model)
+    net = onnx.load(str(path))
+    if card.graph == "composed":  # cut the network out of the composed graph: "image" -> network scores
+        scores = next(n.input[0] for n in net.graph.node if n.op_type == "ArgMax")
+        net = onnx.utils.Extractor(net).extract_model(["image"], [scores])
+        feed = "image"
+    else:
+        feed = card.network_input
+    session = open_session(net.SerializeToString(), runtime, threads)
+    x = np.random.default_rng(0).random((1, len(card.windows), *card.geometry.shape), dtype=np.float32)
+    session.run({feed: x})
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        session.run({feed: x})
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def main() -> None:
+    from inference.pipeline import DEFAULT_CARD
+    from inference.resources import usable_cpus
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="S,M,L")
+    ap.add_argument("--runtime", default="openvino", choices=("openvino", "onnxruntime"))
+    ap.add_argument("--card", default=str(DEFAULT_CARD))
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--cache-dir", type=Path, default=None, help="OpenVINO compiled-model cache (as in the image)")
+    a = ap.parse_args()
+    threads = a.threads or usable_cpus()
+    extra = ["--runtime", a.runtime, "--card", a.card, "--threads", str(threads), "--device", "cpu"]
+    if a.model:
+        extra += ["--model", str(a.model)]
+    if a.cache_dir:
+        extra += ["--cache-dir", str(a.cache_dir)]
+    volumes = ensure_volumes(a.sizes.split(","))
+    forward = bare_forward(a.card, a.model, a.runtime, threads, a.repeats)
+    fwd = statistics.median(forward)
+
+    print(f"command: {' '.join([sys.executable, *sys.argv])}")
+    print(f"runtime {a.runtime}, {threads} threads, card {a.card}; bare network forward (median of {a.repeats}): "
+          f"{fwd:.2f} s  [{', '.join(f'{t:.2f}' for t in forward)}]")
+    header = f"{'case':8} {'size':14} {'cold e2e s':>11} {'x fwd':>6} {'peak RSS MB':>12}  stages (s, median run)"
+    print(header)
+    print("-" * len(header))
+    for size, scan in volumes.items():
+        runs = [cold_run(scan, extra) for _ in range(a.repeats)]
+        walls = [r["wall"] for r in runs]
+        med = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]
+        rec = med["record"]
+        stages = " ".join(f"{k} {v:.2f}" for k, v in rec["seconds"].items())
+        dims = "x".join(str(s) for s in rec["input_size"])
+        print(f"bench{size:3} {dims:14} {statistics.median(walls):11.2f} {statistics.median(walls) / fwd:6.2f} "
+              f"{max(r['rss_mb'] for r in runs):12.0f}  load {rec['model_load_s']:.2f} {stages}  "
+              f"[walls {', '.join(f'{w:.2f}' for w in walls)}]")
+
+
+if __name__ == "__main__":
+    main()
