@@ -7,24 +7,28 @@ import resource
 from pathlib import Path
 
 
-def usable_cpus() -> int:
+def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     """Cores this process may use: CPU affinity, capped by a cgroup (v2 or v1) CPU quota."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    quota = None
-    try:
-        q, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if q != "max":
-            quota = int(q) / int(period)
-    except (OSError, ValueError):
-        try:
-            q = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-            period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-            quota = q / period if q > 0 else None
-        except (OSError, ValueError):
-            pass
+    quota = _cgroup_quota(cgroup_root)
     if quota:
         n = min(n, max(1, math.ceil(quota)))
     return max(1, n)
+
+
+def _cgroup_quota(root: Path) -> float | None:
+    """CPUs allowed by the cgroup quota (v2 cpu.max, else v1 cfs quota/period), or None when unlimited."""
+    try:
+        q, period = (root / "cpu.max").read_text().split()[:2]
+        return None if q == "max" else int(q) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        q = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return q / period if q > 0 else None
+    except (OSError, ValueError):
+        return None
 
 
 def peak_rss_mb() -> float:
