@@ -1,0 +1,4 @@
+"""``python -m training.evaluation``."""
+from training.evaluation.cli import main
+
+raise SystemExit(main())
