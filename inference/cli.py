@@ -62,7 +62,9 @@ def _fmt_line(record: dict) -> str:
     if record["status"] != "ok":
         return f"{record['case']}: FAILED — {record['error']}"
     stages = " ".join(f"{k} {v:.2f}" for k, v in record["seconds"].items())
-    gpu = "no GPU" if record["gpu_memory_mb"] is None else f"GPU {record['gpu_memory_mb']:.0f} MB"
+    gpu = "no GPU" if record["gpu_memory_mb"] is None else f"GPU in use {record['gpu_memory_mb']:.0f} MB"
+    if "gpu_peak_allocated_mb" in record:
+        gpu += f", torch peak {record['gpu_peak_allocated_mb']:.0f} MB"
     shape = "x".join(str(s) for s in record["input_size"])
     return (f"{record['case']}: {shape} | {stages} | total {record['total_s']:.2f} s | "
             f"peak RSS {record['peak_rss_mb']:.0f} MB | {gpu}")
@@ -117,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
         record["total_s"] = round(sum(clock.seconds.values()), 4)
         record["peak_rss_mb"] = round(peak_rss_mb(), 1)
         record["gpu_memory_mb"] = gpu_memory_mb() if device == "cuda" else None
+        record.update(clock.details)
+        if "fine" in clock.details and "gpu_peak_allocated_bytes" in clock.details["fine"]:
+            record["gpu_peak_allocated_mb"] = clock.details["fine"]["gpu_peak_allocated_bytes"] / 2**20
         print(_fmt_line(record), file=sys.stderr)
         if args.log:
             with open(args.log, "a") as f:

@@ -31,9 +31,10 @@ DEFAULT_CARD = WEIGHTS_DIR / "abdoseg_coarse.json"
 
 @dataclass
 class StageClock:
-    """Seconds per stage, in the order the stages ran."""
+    """Seconds per stage, in the order the stages ran, and any stage's extra figures."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    details: dict[str, dict[str, float]] = field(default_factory=dict)  # e.g. the fine stage's own figures
     _t: float = field(default_factory=time.perf_counter)
 
     def lap(self, stage: str) -> None:
@@ -89,8 +90,7 @@ class Predictor:
         full = upsample_labels(labels, axis_maps(ct.shape, spacing, self.card.geometry))
         clock.lap("upsample")
         if self.fine is not None:
-            full, info = self.fine.run(ct, spacing, full)
-            clock.seconds.update({f"fine_{k}": v for k, v in info.items()})
+            full, clock.details["fine"] = self.fine.run(ct, spacing, full)
             clock.lap("fine")
         return full
 

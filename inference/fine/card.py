@@ -91,7 +91,8 @@ class FineCard:
         if any(w.width <= 0 for w in self.windows):
             raise CardError(f"HU window widths must be positive, got {self.windows!r}")
         if self.architecture.n_classes != len(FLARE21_LABELS):
-            raise CardError(f"n_classes must be {len(FLARE21_LABELS)} (FLARE21 labels), got {self.architecture.n_classes}")
+            n = self.architecture.n_classes
+            raise CardError(f"n_classes must be {len(FLARE21_LABELS)} (FLARE21 labels), got {n}")
         if self.margin_mm < 0:
             raise CardError(f"margin_mm must be >= 0, got {self.margin_mm!r}")
 

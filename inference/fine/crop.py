@@ -2,7 +2,8 @@
 
 The crop is the bounding box of every organ voxel of the coarse labels, widened by a margin in mm on each
 side (converted per axis with the voxel spacing, rounded up) and clipped to the scan; no organ → None (the
-caller falls back to `CropBox.whole`). `paste` is the exact inverse of cropping: the crop goes back at the same voxels, the rest is background.
+caller falls back to `CropBox.whole`). `paste` is the exact inverse of cropping: the crop goes back at the same
+voxels, the rest is background.
 """
 from __future__ import annotations
 

@@ -6,8 +6,9 @@ Order: crop of the canonical HU volume → anti-aliased linear resample onto the
 The fine grid covers exactly the crop's extent: n_fine = round(n · spacing / fine_spacing) voxels per axis
 (at least 1), so its true spacing is within half a voxel of the card's over the crop. Resampling uses the
 project's single convention, `inference.geometry.AxisMap` in resize mode (half-pixel centres, triangle
-filter widened when shrinking, rows normalised), applied as three small dense matrices: in-plane per chunk
-of slices as they are uploaded (so the full-resolution crop never sits on the device as float), then along z.
+filter widened when shrinking, rows normalised), applied as three small dense matrices, a group of output
+slices at a time: only the band of input slices the group needs is uploaded and resampled in-plane, so the
+full-resolution crop never sits on the device whole.
 Labels for training use the same maps with nearest neighbour (`inference.geometry.downsample_labels`).
 """
 from __future__ import annotations
@@ -27,7 +28,8 @@ def fine_grid_shape(shape: Shape3, spacing: Spacing3, fine_spacing: Spacing3) ->
         raise ValueError(f"crop shape must be three positive sizes, got {shape!r}")
     if len(spacing) != 3 or min(spacing) <= 0 or len(fine_spacing) != 3 or min(fine_spacing) <= 0:
         raise ValueError(f"spacings must be three positive mm values, got {spacing!r} and {fine_spacing!r}")
-    return tuple(max(1, int(round(n * s / f))) for n, s, f in zip(shape, spacing, fine_spacing))  # type: ignore[return-value]
+    sizes = (max(1, int(round(n * s / f))) for n, s, f in zip(shape, spacing, fine_spacing))
+    return tuple(sizes)  # type: ignore[return-value]
 
 
 def resize_maps(shape: Shape3, out_shape: Shape3) -> tuple[AxisMap, AxisMap, AxisMap]:
@@ -40,21 +42,28 @@ def resample_volume(
 ) -> torch.Tensor:
     """Anti-aliased linear resample of a host volume [d, h, w] (any real dtype) → float32 [D, H, W] on `device`.
 
-    Peak device memory: the output, one in-plane-resampled copy [d, H, W] and one chunk of `chunk_slices`
-    input slices.
+    Output slices are made a group at a time from the band of input slices their z-weights touch, uploaded
+    and resampled in-plane just then: device memory is the output plus about `chunk_slices` input slices,
+    whatever the scan's length.
     """
     if volume.ndim != 3:
         raise ValueError(f"volume must be 3D (z, y, x), got shape {volume.shape}")
     if chunk_slices < 1:
         raise ValueError(f"chunk_slices must be >= 1, got {chunk_slices}")
     mz, my, mx = resize_maps(volume.shape, out_shape)  # type: ignore[arg-type]
-    wz, wy, wx = (torch.from_numpy(m.weights()).to(device=device, dtype=torch.float32) for m in (mz, my, mx))
-    d = volume.shape[0]
-    inplane = torch.empty((d, out_shape[1], out_shape[2]), dtype=torch.float32, device=device)
-    for z0 in range(0, d, chunk_slices):
-        chunk = torch.from_numpy(np.ascontiguousarray(volume[z0 : z0 + chunk_slices])).to(device)
-        inplane[z0 : z0 + chunk_slices] = wy @ chunk.to(torch.float32) @ wx.T  # [k,h,w] -> [k,H,W]
-    return torch.tensordot(wz, inplane, dims=1)  # [D,h'..] = sum_z wz[D,z] inplane[z]
+    wz = mz.weights()
+    wy, wx = (torch.from_numpy(m.weights()).to(device=device, dtype=torch.float32) for m in (my, mx))
+    out = torch.empty(tuple(int(n) for n in out_shape), dtype=torch.float32, device=device)
+    group = max(1, int(chunk_slices // max(1.0, mz.step)))  # output slices whose band is ~chunk_slices inputs
+    for o0 in range(0, out.shape[0], group):
+        rows = wz[o0 : o0 + group]
+        used = np.flatnonzero(rows.any(axis=0))
+        lo, hi = int(used[0]), int(used[-1]) + 1
+        band = torch.from_numpy(np.ascontiguousarray(volume[lo:hi])).to(device).to(torch.float32)
+        inplane = wy @ band @ wx.T  # [k, h, w] -> [k, H, W]
+        mix = torch.from_numpy(rows[:, lo:hi]).to(device=device, dtype=torch.float32)
+        out[o0 : o0 + group] = torch.tensordot(mix, inplane, dims=1)
+    return out
 
 
 def apply_windows(hu: torch.Tensor, windows: Sequence[Window]) -> torch.Tensor:

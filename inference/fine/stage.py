@@ -82,7 +82,7 @@ class FineStage:
 
     @classmethod
     def from_network(cls, card: FineCard, network: "torch.nn.Module", device: str) -> "FineStage":
-        """Wrap an already built network (moved to `device`, eval mode)."""
+        """Wrap an already built network (moved to `device` in place, eval mode)."""
         device = _check_device(device)
         return cls(card=card, network=network.to(device).eval(), device=device)
 

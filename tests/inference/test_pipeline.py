@@ -38,3 +38,24 @@ def test_both_runtimes_give_the_same_labels(toy_card_path):
     b = _predictor(toy_card_path, "openvino").segment_image(image)
     assert (a == b).mean() >= 0.9999
     assert len(np.unique(a)) > 2  # the toy network produces several labels: the comparison means something
+
+
+def test_fine_stage_plugs_into_the_pipeline_on_cpu(toy_card_path):
+    """--device cuda's extra stage, forced on CPU: crop + fine network + paste run inside Predictor.segment."""
+    import torch
+
+    from inference.fine import FineStage
+    from inference.pipeline import StageClock
+    from tests.inference.fine.test_fine_stage import _biased_network, _card
+
+    coarse_only = _predictor(toy_card_path)
+    predictor = Predictor(coarse_only.card, coarse_only.session,
+                          fine=FineStage.from_network(_card(), _biased_network(3), "cpu"))
+    image = synthetic_ct((30, 60, 50), (2.0, 1.0, 1.0))
+    coarse = coarse_only.segment_image(image)
+    clock = StageClock()
+    labels = predictor.segment_image(image, clock)
+    assert labels.shape == coarse.shape and labels.dtype == np.uint8
+    assert "fine" in clock.seconds and clock.details["fine"]["crop_voxels"] > 0
+    inside = labels > 0
+    assert inside.any() and set(np.unique(labels[inside])) == {3}  # the fine network (all spleen) decided

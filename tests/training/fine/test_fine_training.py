@@ -1,0 +1,98 @@
+"""Training of the fine network: samples through the fine stage's own preprocessing, patch sampling, a short
+run, and the CLI writing weights + card that load through inference.fine.FineStage."""
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inference.fine import FineStage
+from inference.fine.card import Architecture, FineCard
+from inference.fine.crop import organ_box
+from inference.fine.preprocess import fine_grid_shape
+from inference.fine.network import FineUNet
+from training.fine.cli import main
+from training.fine.data import FineSample, find_pairs, fine_sample, read_scan_pair
+from training.fine.train import TrainConfig, dice_per_organ, predict_sample, sample_patch, train
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "flare21"
+TINY = Architecture(base_features=2, max_features=4, n_stages=3)
+
+
+def _card(patch=(16, 32, 32)) -> FineCard:
+    return FineCard(name="tiny", weights_file="fine.pt", sha256=None, architecture=TINY, patch_size=patch)
+
+
+def _synthetic(shape=(20, 40, 30)) -> FineSample:
+    labels = torch.zeros(shape, dtype=torch.int64)
+    labels[5:10, 10:20, 5:15] = 1
+    labels[12:14, 30:35, 20:25] = 4
+    return FineSample("syn", torch.rand(2, *shape), labels)
+
+
+def test_real_scan_sample_is_the_organ_box_on_the_fine_grid():
+    case, image, label = next(p for p in find_pairs(DATA) if p[0] == "abdpelvis3mm")
+    scan = read_scan_pair(case, image, label)
+    sample = fine_sample(scan, _card())
+    box = organ_box(scan.labels, scan.spacing, 20.0)
+    assert tuple(sample.labels.shape) == fine_grid_shape(box.shape, scan.spacing, (2.5, 1.5, 1.5))
+    assert sample.image.shape == (2, *sample.labels.shape) and sample.image.dtype == torch.float32
+    assert 0.0 <= float(sample.image.min()) and float(sample.image.max()) <= 1.0
+    assert set(torch.unique(sample.labels).tolist()) == {0, 1, 2, 3, 4}
+
+
+def test_patches_pad_small_grids_and_foreground_patches_hold_organs():
+    sample = _synthetic((20, 40, 30))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        image, labels = sample_patch(sample, (32, 32, 32), rng, foreground=True)
+        assert image.shape == (2, 32, 32, 32) and labels.shape == (32, 32, 32)
+        assert labels.any()
+        assert int((labels > 0).sum()) <= int((sample.labels > 0).sum())
+    image, labels = sample_patch(sample, (16, 16, 16), rng, foreground=False)
+    assert image.shape == (2, 16, 16, 16)
+
+
+def test_short_run_returns_loadable_weights():
+    result = train([_synthetic()], _card(), TrainConfig(max_iterations=3, batch_size=1, log_every=1))
+    assert result.iterations == 3 and len(result.losses) == 3 and np.isfinite(result.losses).all()
+    FineUNet(TINY).load_state_dict(result.state_dict)
+
+
+def test_config_rejects_bad_budgets():
+    with pytest.raises(ValueError, match="positive"):
+        TrainConfig(max_minutes=0)
+
+
+def test_cli_writes_weights_and_card_that_load(tmp_path, capsys):
+    data = tmp_path / "data"  # one small case keeps this test short
+    for sub, name in (("imagesTr", "abdpelvis3mm_0000.nii.gz"), ("labelsTr", "abdpelvis3mm.nii.gz")):
+        (data / sub).mkdir(parents=True)
+        (data / sub / name).symlink_to(DATA / sub / name)
+    rc = main(["--data", str(data), "--out", str(tmp_path), "--base-features", "2", "--max-features", "4",
+               "--stages", "3", "--patch", "16,32,32", "--max-iters", "1", "--batch-size", "1", "--threads", "2",
+               "--skip-check"])
+    assert rc == 0
+    stage = FineStage.load(tmp_path, "cpu")
+    assert stage.card.provenance.iterations == 1
+    assert "TotalSegmentator" in stage.card.provenance.labels
+    assert "wrote" in capsys.readouterr().err
+
+
+def test_training_set_check_scores_the_sliding_window_prediction():
+    labels = _synthetic((20, 40, 30)).labels
+    image = torch.nn.functional.one_hot(labels, 5).permute(3, 0, 1, 2).float()
+    net = torch.nn.Conv3d(5, 5, 1, bias=False)  # an oracle: logits = the one-hot labels fed in
+    with torch.no_grad():
+        net.weight.copy_(torch.eye(5)[:, :, None, None, None])
+    card = dataclasses.replace(_card(), architecture=dataclasses.replace(TINY, in_channels=5),
+                               windows=_card().windows * 2 + _card().windows[:1])
+    pred = predict_sample(net, FineSample("syn", image, labels), card)
+    assert dice_per_organ(pred, labels) == [1.0, 1.0, 1.0, 1.0]  # kidneys, spleen absent in both: 1.0
+    assert dice_per_organ(torch.zeros_like(labels), labels)[0] == 0.0
+
+
+def test_cli_reports_missing_data(tmp_path, capsys):
+    assert main(["--data", str(tmp_path), "--out", str(tmp_path / "w")]) == 2
+    assert "no imagesTr" in capsys.readouterr().err

@@ -1,0 +1,113 @@
+"""`python -m training train-fine` (or `python -m training.fine`): train the fine network, write
+<out>/fine.pt (state dict) and <out>/fine.json (card, sha256, provenance), reload them through
+`inference.fine.FineStage.load` and report a training-set Dice per organ on the fine grid."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from inference.fine.card import FINE_CARD_NAME, Architecture, FineCard, Provenance
+
+DEFAULT_OUT = Path(__file__).resolve().parents[2] / "weights"
+LABEL_NOTE = "TotalSegmentator pseudo-labels (model outputs remapped to FLARE21 labels), not manual delineations"
+
+
+def _triple(kind: Callable[[str], Any]) -> Callable[[str], tuple]:
+    def parse(text: str) -> tuple:
+        parts = [kind(v) for v in text.replace("x", ",").split(",")]
+        if len(parts) != 3:
+            raise argparse.ArgumentTypeError(f"need three values z,y,x, got {text!r}")
+        return tuple(parts)
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training train-fine", description=__doc__)
+    p.add_argument("--data", type=Path, required=True, help="folder with imagesTr/<case>_0000.nii.gz + labelsTr/")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"weights folder (default {DEFAULT_OUT})")
+    p.add_argument("--name", default="abdoseg_fine")
+    p.add_argument("--base-features", type=int, default=32)
+    p.add_argument("--max-features", type=int, default=320)
+    p.add_argument("--stages", type=int, default=5, help="resolutions of the U-Net (default 5)")
+    p.add_argument("--patch", type=_triple(int), default=(64, 160, 160), help="z,y,x voxels (default 64,160,160)")
+    p.add_argument("--spacing", type=_triple(float), default=(2.5, 1.5, 1.5), help="fine grid mm z,y,x")
+    p.add_argument("--margin-mm", type=float, default=20.0)
+    p.add_argument("--max-minutes", type=float, default=15.0, help="wall-clock budget of the training loop")
+    p.add_argument("--max-iters", type=int, default=100_000)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--notes", default="", help="free text for the card's provenance")
+    p.add_argument("--skip-check", action="store_true",
+                   help="skip the training-set Dice check after saving (the reload through FineStage.load stays)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 2 bad arguments or data)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args, list(sys.argv[1:] if argv is None else argv))
+    except ValueError as e:
+        print(f"train-fine: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _log(msg: str) -> None:
+    print(f"train-fine: {msg}", file=sys.stderr, flush=True)
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    import torch
+
+    from inference.card import sha256_of
+    from inference.fine import FineStage
+    from training.fine.data import find_pairs, fine_sample, read_scan_pair
+    from training.fine.train import TrainConfig, dice_per_organ, predict_sample, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    arch = Architecture(base_features=args.base_features, max_features=args.max_features, n_stages=args.stages)
+    card = FineCard(name=args.name, weights_file="fine.pt", sha256=None, architecture=arch, spacing=args.spacing,
+                    patch_size=args.patch, margin_mm=args.margin_mm)
+    config = TrainConfig(max_minutes=args.max_minutes, max_iterations=args.max_iters, batch_size=args.batch_size,
+                         lr=args.lr, seed=args.seed)
+    pairs = find_pairs(args.data)
+    samples = []
+    for case, image, label in pairs:
+        sample = fine_sample(read_scan_pair(case, image, label), card)
+        samples.append(sample)
+        _log(f"{case}: fine grid {tuple(sample.labels.shape)} at {card.spacing} mm")
+    result = train(samples, card, config, _log)
+    _log(f"trained {result.iterations} iterations in {result.minutes:.1f} min, "
+         f"last-50 loss {sum(result.losses[-50:]) / max(1, len(result.losses[-50:])):.4f}")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    weights = args.out / card.weights_file
+    torch.save(result.state_dict, weights)
+    provenance = Provenance(
+        data=", ".join(f"{case} ({image.name})" for case, image, _ in pairs) + f" from {args.data}",
+        labels=LABEL_NOTE,
+        command="python -m training train-fine " + " ".join(shlex.quote(a) for a in argv),
+        trained_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        iterations=result.iterations,
+        minutes=round(result.minutes, 2),
+        notes=args.notes,
+    )
+    card = dataclasses.replace(card, sha256=sha256_of(weights), provenance=provenance)
+    card.save(args.out / FINE_CARD_NAME)
+    _log(f"wrote {weights} and {args.out / FINE_CARD_NAME}")
+
+    stage = FineStage.load(args.out, "cpu")  # the shipped files load through the inference path
+    for sample in [] if args.skip_check else samples:
+        dsc = dice_per_organ(predict_sample(stage.network, sample, stage.card), sample.labels)
+        _log(f"{sample.name}: training-set Dice on the fine grid (liver, kidneys, spleen, pancreas) "
+             + " ".join(f"{d:.3f}" for d in dsc))
+    return 0

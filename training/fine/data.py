@@ -1,0 +1,76 @@
+"""Training samples for the fine network: the real scans on the fine grid, through inference.fine's own
+preprocessing (`prepare_image` / `prepare_labels`), cropped as at inference (organ box + the card's margin),
+with the reference labels standing in for the coarse model's."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from inference.card import Spacing3
+from inference.fine.card import FineCard
+from inference.fine.crop import organ_box
+from inference.fine.preprocess import prepare_image, prepare_labels
+from inference.io import read_scan
+from inference.orientation import Reorientation, orientation_of
+
+CANONICAL = "RAS"
+
+
+@dataclass(frozen=True)
+class Scan:
+    """A labelled scan on the canonical full-resolution grid: HU and labels [z, y, x], spacing (z, y, x) mm."""
+
+    name: str
+    ct: np.ndarray
+    labels: np.ndarray
+    spacing: Spacing3
+
+
+@dataclass(frozen=True)
+class FineSample:
+    """A scan's organ crop on the fine grid: image float32 [C, D, H, W], labels int64 [D, H, W]."""
+
+    name: str
+    image: torch.Tensor
+    labels: torch.Tensor
+
+
+def find_pairs(data_dir: Path, split: str = "Tr") -> list[tuple[str, Path, Path]]:
+    """(case, image, labels) for every images<split>/<case>_0000.nii.gz with a labels<split>/<case>.nii.gz."""
+    images = sorted(Path(data_dir, f"images{split}").glob("*_0000.nii.gz"))
+    pairs = []
+    for image in images:
+        case = image.name[: -len("_0000.nii.gz")]
+        label = Path(data_dir, f"labels{split}", f"{case}.nii.gz")
+        if label.is_file():
+            pairs.append((case, image, label))
+    if not pairs:
+        raise ValueError(f"{data_dir}: no images{split}/<case>_0000.nii.gz with a matching labels{split}/<case>.nii.gz")
+    return pairs
+
+
+def read_scan_pair(case: str, image_path: Path, label_path: Path) -> Scan:
+    """Read a scan and its labels (same grid required) and bring both to the canonical orientation."""
+    import SimpleITK as sitk
+
+    image = read_scan(image_path)
+    label = sitk.ReadImage(str(label_path))
+    if label.GetSize() != image.GetSize() or not np.allclose(label.GetSpacing(), image.GetSpacing(), atol=1e-4):
+        raise ValueError(f"{label_path}: label grid {label.GetSize()} differs from the image's {image.GetSize()}")
+    orient = Reorientation.between(orientation_of(image.GetDirection()), CANONICAL)
+    ct = np.ascontiguousarray(orient.apply(sitk.GetArrayFromImage(image)))  # a copy: outlives `image`
+    labels = np.ascontiguousarray(orient.apply(sitk.GetArrayFromImage(label).astype(np.uint8)))
+    return Scan(case, ct, labels, orient.spacing(image.GetSpacing()[::-1]))
+
+
+def fine_sample(scan: Scan, card: FineCard) -> FineSample:
+    """The scan's organ box (reference labels + card margin) on the fine grid, as the fine stage sees it."""
+    box = organ_box(scan.labels, scan.spacing, card.margin_mm)
+    if box is None:
+        raise ValueError(f"{scan.name}: no organ in the reference labels")
+    image = prepare_image(scan.ct[box.slices], scan.spacing, card.spacing, card.windows, "cpu")
+    labels = prepare_labels(scan.labels[box.slices], scan.spacing, card.spacing)
+    return FineSample(scan.name, image, torch.from_numpy(labels.astype(np.int64)))
