@@ -42,8 +42,6 @@ def test_both_runtimes_give_the_same_labels(toy_card_path):
 
 def test_fine_stage_plugs_into_the_pipeline_on_cpu(toy_card_path):
     """--device cuda's extra stage, forced on CPU: crop + fine network + paste run inside Predictor.segment."""
-    import torch
-
     from inference.fine import FineStage
     from inference.pipeline import StageClock
     from tests.inference.fine.test_fine_stage import _biased_network, _card
