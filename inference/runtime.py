@@ -77,24 +77,33 @@ class OpenVinoSession:
         if not static_shapes:
             self._request_for(None)
 
-    def _request_for(self, shape: tuple | None):
-        if shape not in self._requests:
+    def _request_for(self, shapes: tuple[tuple[str, tuple[int, ...]], ...] | None):
+        if shapes not in self._requests:
             self._requests.clear()  # one compiled shape at a time: each holds its buffers (~1.4 GB)
             model = self._model
-            if shape is not None:
+            if shapes is not None:
                 model = model.clone()
-                model.reshape({"ct": self._ov.PartialShape(list(shape))})
+                model.reshape({name: self._ov.PartialShape(list(shape)) for name, shape in shapes})
             compiled = self._core.compile_model(model, "CPU", self._config)
-            self._requests[shape] = (compiled, compiled.create_infer_request())
-        return self._requests[shape]
+            self._requests[shapes] = (compiled, compiled.create_infer_request())
+        return self._requests[shapes]
 
     def prepare(self, shape: tuple[int, ...]) -> None:
-        """Compile for an input shape ahead of the first run with it (no-op with dynamic shapes)."""
+        """Compile for a "ct" shape ahead of the first run with it (no-op with dynamic shapes)."""
         if self._static:
-            self._request_for(tuple(shape))
+            self._request_for(self._shapes({"ct": np.empty(shape, np.int16)} | self._fixed_inputs()))
+
+    def _fixed_inputs(self) -> dict[str, np.ndarray]:
+        """Inputs other than "ct" have static shapes in the model (e.g. "spacing" [3])."""
+        return {i.get_any_name(): np.empty(i.get_shape(), np.float32) for i in self._model.inputs
+                if i.get_any_name() != "ct" and i.get_partial_shape().is_static}
+
+    @staticmethod
+    def _shapes(feeds: dict[str, np.ndarray]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        return tuple(sorted((name, tuple(a.shape)) for name, a in feeds.items()))
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        compiled, request = self._request_for(tuple(feeds["ct"].shape) if self._static else None)
+        compiled, request = self._request_for(self._shapes(feeds) if self._static else None)
         result = next(iter(request.infer(feeds, share_inputs=True, share_outputs=False).values()))
         compiled.release_memory()  # ~1.2 GB of activations, not needed while the labels are upsampled and written
         return result

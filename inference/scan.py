@@ -40,7 +40,8 @@ class Grid:
 def canonical_hu(image, orientation: str, chunk: int = 16) -> tuple[np.ndarray, tuple[float, float, float], Reorientation]:
     """The scan's voxels in the canonical (z,y,x) layout as int16 HU, its canonical spacing, and the reorientation.
 
-    int16 scans keep their values (zero-copy when already canonical); other types are rounded and clipped to
+    int16 scans keep their values (zero-copy when already canonical: the array is then a view of the image's own
+    buffer, so keep `image` alive while it is used — SimpleITK frees the buffer with the image); other types are rounded and clipped to
     the int16 range, NaN and -inf read as air, +inf as the maximum; float conversion runs in slabs of `chunk`
     slices so no full-size float64 temporary is made.
     """

@@ -1,0 +1,124 @@
+"""Command line: `python -m training {train,train-fine,export,reframe} ...`."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the whole-scan network on a FLARE/nnU-Net folder")
+    p.add_argument("--data", required=True, type=Path, help="folder with imagesTr/<case>_0000.nii.gz, labelsTr/<case>.nii.gz")
+    p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, log, cache, curves)")
+    p.add_argument("--folds", type=int, default=1, help="cross-validation folds (1: validate on the training cases)")
+    p.add_argument("--fold", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--iters-per-epoch", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--crop", type=int, nargs=3, default=(48, 96, 96), metavar=("D", "H", "W"))
+    p.add_argument("--val-crops", nargs="+", default=("full",), help="framings of each validation case scored every epoch")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--ce-weight", type=float, default=1.0, help="cross-entropy term weight (0: Dice only)")
+    p.add_argument("--geometry", choices=("resize", "spacing"), default="resize")
+    p.add_argument("--spacing", type=float, nargs=3, default=(4.0, 2.6, 2.6), metavar=("Z", "Y", "X"),
+                   help="model-grid spacing in mm for --geometry spacing")
+    p.add_argument("--max-minutes", type=float, default=None, help="wall-time budget; the run stops on its own")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--flip-lr", type=float, default=0.5, help="probability of a left/right flip per crop")
+    p.add_argument("--init-from", type=Path, default=None, help="start from this checkpoint's weights (fine-tune)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt with OUT/config.json")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a run to ONNX (preprocessing + network + argmax) with its model card")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--out", required=True, type=Path, help="weights folder")
+    p.add_argument("--name", default="abdoseg_coarse", help="file stem of the .onnx and .json (the pipeline's default card is abdoseg_coarse.json)")
+    p.add_argument("--checkpoint", default="best.pt")
+    p.add_argument("--parity-data", type=Path, default=None,
+                   help="FLARE folder for the parity check (default: the run's training data)")
+    p.add_argument("--recipe", default=None, help="command that produced the run, recorded in the card")
+
+
+def _reframe_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reframe", help="write re-framed copies of a FLARE folder (reoriented, upper 60 %%, finer)")
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="gets one FLARE folder per variant")
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from inference.card import Geometry
+    from training.augment import AugmentConfig
+    from training.train import TrainConfig, train
+
+    config_path = args.out / "config.json"
+    if args.resume:
+        if not config_path.is_file():
+            raise ValueError(f"{config_path}: --resume needs the run's config.json")
+        cfg = TrainConfig.from_json(config_path.read_text())
+        # a resumed run may get a new budget or thread count; nothing that changes the maths may differ
+        if args.max_minutes is not None:
+            cfg = dataclasses.replace(cfg, max_minutes=args.max_minutes)
+        if args.threads is not None:
+            cfg = dataclasses.replace(cfg, threads=args.threads)
+    else:
+        geometry = (Geometry(mode="resize", shape=(96, 192, 192)) if args.geometry == "resize"
+                    else Geometry(mode="spacing", shape=(96, 192, 192), spacing=tuple(args.spacing)))
+        cfg = TrainConfig(
+            data=str(args.data.resolve()), geometry=geometry, folds=args.folds, fold=args.fold, epochs=args.epochs,
+            iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size, crop=tuple(args.crop), val_crops=tuple(args.val_crops), lr=args.lr,
+            ce_weight=args.ce_weight, max_minutes=args.max_minutes, seed=args.seed, device=args.device,
+            threads=args.threads, augment=AugmentConfig(flip_lr=args.flip_lr),
+            init_from=None if args.init_from is None else str(args.init_from.resolve()),
+        )
+    best = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    logging.getLogger("training").info("best epoch %s: mean organ Dice %.4f", best.get("epoch"), best["val_mean_dice"])
+    return 0
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from training.export import export_run
+
+    export_run(args.run_dir, args.out, name=args.name, checkpoint=args.checkpoint,
+               parity_data=args.parity_data, recipe=args.recipe)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train-fine":
+        from training.fine.cli import main as fine_main  # lazy: another subpackage, imported only when asked
+
+        return int(fine_main(argv[1:]) or 0)
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    sub.add_parser("train-fine", help="train the fine stage (training.fine.cli; arguments passed through)")
+    _export_parser(sub)
+    _reframe_parser(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.command == "train":  # the run folder keeps a human-readable log beside train_log.jsonl
+        args.out.mkdir(parents=True, exist_ok=True)
+        log_file = logging.FileHandler(args.out / "train.log")
+        log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logging.getLogger().addHandler(log_file)
+    try:
+        if args.command == "reframe":
+            from training.reframe import write_variants
+
+            for folder in write_variants(args.data, args.out):
+                logging.getLogger("training").info("wrote %s", folder)
+            return 0
+        return _run_train(args) if args.command == "train" else _run_export(args)
+    except ValueError as e:
+        parser.exit(2, f"error: {e}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

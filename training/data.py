@@ -1,0 +1,205 @@
+"""Training data: FLARE/nnU-Net folders -> cached model-grid scans made by the inference preprocessing graph.
+
+A case is read, brought to the canonical orientation (inference.orientation), optionally re-framed at full
+resolution (a field-of-view crop: it changes the resample, so it must happen before it), then resampled onto
+the model grid by running inference.preprocess_graph's resample graph through onnxruntime — the same graph
+the shipped model runs. Labels follow with inference.geometry.downsample_labels (nearest, same voxel centres).
+The training classes add "body": HU > -200 after closing and axial hole filling, organs excluded.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from inference.card import Geometry
+
+BODY_HU = -200.0
+N_ORGAN_LABELS = 4  # FLARE21: 1 liver, 2 kidneys, 3 spleen, 4 pancreas
+
+
+@dataclass(frozen=True)
+class Case:
+    """One labelled scan of a FLARE/nnU-Net folder."""
+
+    name: str
+    image: Path
+    label: Path
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A field-of-view re-framing, as fractions of each canonical axis (z, y, x) kept: [start, stop)."""
+
+    name: str
+    z: tuple[float, float] = (0.0, 1.0)
+    y: tuple[float, float] = (0.0, 1.0)
+    x: tuple[float, float] = (0.0, 1.0)
+
+    def slices(self, shape: tuple[int, ...]) -> tuple[slice, slice, slice]:
+        """Index slices of a canonical (z, y, x) array; at least one voxel per axis."""
+        out = []
+        for (lo, hi), n in zip((self.z, self.y, self.x), shape):
+            if not 0.0 <= lo < hi <= 1.0:
+                raise ValueError(f"crop {self.name!r}: fractions must satisfy 0 <= start < stop <= 1, got {(lo, hi)}")
+            a = int(math.floor(lo * n + 1e-9))
+            out.append(slice(a, max(a + 1, int(math.ceil(hi * n - 1e-9)))))
+        return tuple(out)  # type: ignore[return-value]
+
+
+#: Canonical RAS arrays: z index grows toward the head, so the "upper" part is the end of axis 0.
+FULL = Crop("full")
+UPPER60 = Crop("upper60", z=(0.4, 1.0))
+TRAIN_CROPS = (
+    FULL,
+    UPPER60,
+    Crop("lower60", z=(0.0, 0.6)),
+    Crop("upper80", z=(0.2, 1.0)),
+    Crop("middle70", z=(0.15, 0.85)),
+    Crop("inplane80", y=(0.1, 0.9), x=(0.1, 0.9)),
+)
+CROPS = {c.name: c for c in TRAIN_CROPS}
+
+
+@dataclass
+class Sample:
+    """A cached model-grid scan: HU [Nz, Ny, Nx] float32 and training classes (0..5) uint8."""
+
+    case: str
+    crop: str
+    hu: np.ndarray
+    classes: np.ndarray
+
+
+def find_cases(data_dir: Path) -> list[Case]:
+    """Cases of `data_dir/imagesTr/<case>_0000.nii.gz` with `data_dir/labelsTr/<case>.nii.gz`, sorted by name."""
+    data_dir = Path(data_dir)
+    images = sorted((data_dir / "imagesTr").glob("*_0000.nii.gz"))
+    if not images:
+        raise ValueError(f"{data_dir}: no imagesTr/<case>_0000.nii.gz files found")
+    cases = []
+    for image in images:
+        name = image.name[: -len("_0000.nii.gz")]
+        label = data_dir / "labelsTr" / f"{name}.nii.gz"
+        if not label.is_file():
+            raise ValueError(f"{label}: label file missing for image {image.name}")
+        cases.append(Case(name, image, label))
+    return cases
+
+
+def read_canonical(case: Case, orientation: str = "RAS") -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """(HU int16, labels uint8, spacing z,y,x mm) of a case in the canonical array orientation.
+
+    The HU array is exactly what the inference pipeline feeds its graph (inference.scan.canonical_hu).
+    """
+    import SimpleITK as sitk
+
+    from inference.scan import canonical_hu
+
+    image, label = sitk.ReadImage(str(case.image)), sitk.ReadImage(str(case.label))
+    if image.GetDimension() != 3:
+        raise ValueError(f"{case.image}: expected a 3D image, got {image.GetDimension()}D")
+    same = (
+        image.GetSize() == label.GetSize()
+        and np.allclose(image.GetSpacing(), label.GetSpacing(), atol=1e-4)
+        and np.allclose(image.GetDirection(), label.GetDirection(), atol=1e-4)
+    )
+    if not same:
+        raise ValueError(f"{case.label}: grid differs from its image {case.image.name} (size/spacing/direction)")
+    hu, spacing, reo = canonical_hu(image, orientation)
+    labels = np.ascontiguousarray(reo.apply(sitk.GetArrayFromImage(label)))
+    if labels.min() < 0 or labels.max() > N_ORGAN_LABELS:
+        raise ValueError(f"{case.label}: labels must lie in 0..{N_ORGAN_LABELS}, got {labels.min()}..{labels.max()}")
+    # canonical_hu may return a view of the SimpleITK buffer, which dies with `image`: copy it out
+    return np.array(hu, dtype=np.int16, order="C", copy=True), labels.astype(np.uint8), tuple(float(s) for s in spacing)
+
+
+class Resampler:
+    """The inference resample graph (int16 ct -> float32 model-grid HU) in an onnxruntime session."""
+
+    def __init__(self, geometry: Geometry) -> None:
+        import onnxruntime as ort
+
+        from inference.preprocess_graph import build_resample_graph
+
+        self.geometry = geometry
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(
+            build_resample_graph(geometry).SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+
+    def __call__(self, hu: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+        feeds = {"ct": np.ascontiguousarray(np.rint(hu) if hu.dtype.kind == "f" else hu, dtype=np.int16)}  # graph input: int16 HU
+        if self.geometry.mode == "spacing":
+            feeds["spacing"] = np.asarray(spacing, dtype=np.float32)
+        return self.session.run(["hu"], feeds)[0]
+
+
+def body_mask(hu: np.ndarray, threshold: float = BODY_HU) -> np.ndarray:
+    """HU > threshold, closed (3×3×3, 2 iterations) and hole-filled slice by slice (axial)."""
+    from scipy import ndimage
+
+    mask = ndimage.binary_closing(hu > threshold, structure=np.ones((3, 3, 3), bool), iterations=2, border_value=0)
+    return np.stack([ndimage.binary_fill_holes(s) for s in mask])
+
+
+def training_classes(hu: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Network classes: 0 air, 1 body, 2..5 = FLARE label + 1 (label 0 inside the body is class 1)."""
+    classes = np.where(labels > 0, labels.astype(np.uint8) + 1, 0).astype(np.uint8)
+    classes[(labels == 0) & body_mask(hu)] = 1
+    return classes
+
+
+def model_grid_sample(case: Case, crop: Crop, resampler: Resampler, orientation: str = "RAS") -> Sample:
+    """Read, re-frame at full resolution, resample with the inference graph, derive training classes."""
+    from inference.geometry import axis_maps, downsample_labels
+
+    hu, labels, spacing = read_canonical(case, orientation)
+    index = crop.slices(hu.shape)
+    hu, labels = np.ascontiguousarray(hu[index]), np.ascontiguousarray(labels[index])
+    low_hu = resampler(hu, spacing)
+    low_labels = downsample_labels(labels, axis_maps(hu.shape, spacing, resampler.geometry))
+    return Sample(case.name, crop.name, low_hu, training_classes(low_hu, low_labels))
+
+
+def _cache_key(case: Case, crop: Crop, geometry: Geometry) -> str:
+    h = hashlib.sha256()
+    for path in (case.image, case.label):
+        st = path.stat()
+        h.update(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+    h.update(json.dumps([asdict(crop), asdict(geometry)], sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def load_samples(
+    cases: list[Case], crops: tuple[Crop, ...], geometry: Geometry, cache_dir: Path
+) -> list[Sample]:
+    """Model-grid samples of every case × crop, computed once and cached as .npz in `cache_dir`."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    resampler: Resampler | None = None
+    samples = []
+    for case in cases:
+        for crop in crops:
+            path = cache_dir / f"{case.name}.{crop.name}.{_cache_key(case, crop, geometry)}.npz"
+            if path.is_file():
+                with np.load(path) as z:
+                    samples.append(Sample(case.name, crop.name, z["hu"], z["classes"]))
+                continue
+            resampler = resampler or Resampler(geometry)
+            sample = model_grid_sample(case, crop, resampler)
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez(tmp, hu=sample.hu, classes=sample.classes)
+            tmp.replace(path)
+            samples.append(sample)
+    return samples
+
+
+def class_counts(samples: list[Sample], n_classes: int = 6) -> np.ndarray:
+    """Voxel count of each class over the samples."""
+    return sum(np.bincount(s.classes.ravel(), minlength=n_classes) for s in samples)

@@ -1,0 +1,314 @@
+"""The training loop: random augmented crops of cached model-grid scans, whole-scan validation.
+
+Epoch = `iters_per_epoch` Adam steps on batches of crops, then validation of every validation scan whole
+(soft-Dice loss and hard Dice of each organ at the model grid). Reduce-on-plateau and early stopping watch the
+mean organ Dice; `best.pt` keeps the best epoch, `last.pt` everything needed to resume bit-for-bit at an epoch
+boundary (model, optimiser, scheduler, scaler, history, elapsed time). Every epoch appends one JSON line to
+`train_log.jsonl` and redraws `curves.png`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from inference.card import Geometry
+from training.augment import AugmentConfig, augmented_crop
+from training.data import CROPS, TRAIN_CROPS, Case, Sample, class_counts, find_cases, load_samples
+from training.losses import DiceCELoss, class_weights_from_counts
+from training.network import N_CLASSES, CobraUNet
+from training.windows import hu_to_channels
+
+log = logging.getLogger("training")
+ORGAN_NAMES = ("liver", "kidneys", "spleen", "pancreas")  # classes 2..5
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on; saved as RUN_DIR/config.json."""
+
+    data: str
+    geometry: Geometry = Geometry(mode="resize", shape=(96, 192, 192))
+    folds: int = 1
+    fold: int = 0
+    epochs: int = 60
+    iters_per_epoch: int = 30
+    batch_size: int = 2
+    crop: tuple[int, int, int] = (48, 96, 96)
+    lr: float = 1e-3
+    ce_weight: float = 1.0
+    dice_power: float = 0.25
+    organ_center_p: float = 0.7
+    plateau_patience: int = 4
+    early_stop_patience: int = 12
+    max_minutes: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+    channels_last: bool = True
+    val_crops: tuple[str, ...] = ("full",)
+    init_from: str | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if self.folds < 1 or not 0 <= self.fold < self.folds:
+            raise ValueError(f"fold must satisfy 0 <= fold < folds, got fold={self.fold}, folds={self.folds}")
+        if any(c % 16 for c in self.crop):
+            raise ValueError(f"crop sizes must be multiples of 16, got {self.crop}")
+        unknown = set(self.val_crops) - set(CROPS)
+        if unknown:
+            raise ValueError(f"unknown validation crop(s) {sorted(unknown)}; valid: {sorted(CROPS)}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        d = json.loads(text)
+        g = d.pop("geometry")
+        geometry = Geometry(
+            mode=g["mode"], shape=tuple(g["shape"]), spacing=None if g["spacing"] is None else tuple(g["spacing"]),
+            pad_hu=g.get("pad_hu", -1024.0),
+        )
+        a = d.pop("augment")
+        augment = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()})
+        return cls(geometry=geometry, augment=augment, crop=tuple(d.pop("crop")), val_crops=tuple(d.pop("val_crops")), **d)
+
+
+def split_cases(cases: list[Case], folds: int, fold: int) -> tuple[list[Case], list[Case]]:
+    """(train, validation) cases: case i validates in fold i % folds. One fold: both are all cases."""
+    if folds == 1:
+        return cases, cases
+    if folds > len(cases):
+        raise ValueError(f"{folds} folds need at least {folds} cases, found {len(cases)}")
+    val = [c for i, c in enumerate(cases) if i % folds == fold]
+    return [c for c in cases if c not in val], val
+
+
+def sample_center(classes: np.ndarray, rng: np.random.Generator, organ_p: float) -> np.ndarray:
+    """A crop centre (z, y, x). With probability `organ_p`: a voxel of one organ class drawn uniformly among the
+    organs present (so small organs are seen as often as the liver); otherwise a body voxel."""
+    wanted = classes >= 1
+    if rng.random() < organ_p:
+        present = [c for c in range(2, N_CLASSES) if np.any(classes == c)]
+        if present:
+            wanted = classes == present[rng.integers(len(present))]
+    idx = np.flatnonzero(wanted)
+    if idx.size == 0:
+        return (np.array(classes.shape) - 1) / 2.0
+    return np.array(np.unravel_index(idx[rng.integers(idx.size)], classes.shape), dtype=float)
+
+
+def make_batch(
+    samples: list[Sample], cfg: TrainConfig, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of augmented crops: image [B, 2, d, h, w] float32, target [B, d, h, w] int64."""
+    images, targets = [], []
+    for _ in range(cfg.batch_size):
+        s = samples[rng.integers(len(samples))]
+        center = sample_center(s.classes, rng, cfg.organ_center_p)
+        hu, lab = augmented_crop(torch.from_numpy(s.hu), torch.from_numpy(s.classes), center, cfg.crop, rng, cfg.augment)
+        images.append(hu_to_channels(hu))
+        targets.append(lab)
+    return torch.stack(images), torch.stack(targets)
+
+
+def dice_scores(pred: np.ndarray, truth: np.ndarray, classes: range = range(2, N_CLASSES)) -> list[float]:
+    """Hard Dice per class; NaN where the class is absent from both."""
+    out = []
+    for c in classes:
+        p, t = pred == c, truth == c
+        denom = p.sum() + t.sum()
+        out.append(float(2.0 * (p & t).sum() / denom) if denom else math.nan)
+    return out
+
+
+def _prepare(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    x = x.to(cfg.device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last_3d) if cfg.channels_last else x
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, samples: list[Sample], loss_fn: DiceCELoss, cfg: TrainConfig) -> dict:
+    """Whole-scan loss and organ Dice (means over the validation scans, NaN-aware)."""
+    model.eval()
+    losses, dices = [], []
+    for s in samples:
+        image = _prepare(hu_to_channels(torch.from_numpy(s.hu))[None], cfg)
+        target = torch.from_numpy(s.classes.astype(np.int64))[None].to(cfg.device)
+        with torch.autocast("cuda", enabled=cfg.device == "cuda"):
+            logits = model(image)
+        losses.append(float(loss_fn(logits.float(), target)))
+        dices.append(dice_scores(logits.argmax(1)[0].cpu().numpy(), s.classes))
+    per_organ = np.nanmean(np.array(dices, dtype=float), axis=0) if dices else np.full(4, np.nan)
+    return {
+        "val_loss": float(np.mean(losses)),
+        "val_dice": {n: float(d) for n, d in zip(ORGAN_NAMES, per_organ)},
+        "val_mean_dice": float(np.nanmean(per_organ)),
+    }
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Train/validation loss and validation organ Dice against epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.plot(epochs, [h["train_loss"] for h in history], label="train (augmented crops)")
+    a.plot(epochs, [h["val_loss"] for h in history], label="validation (whole scans)")
+    a.set_xlabel("epoch")
+    a.set_ylabel("Dice + CE loss")
+    a.set_yscale("log")
+    a.legend()
+    for name in ORGAN_NAMES:
+        b.plot(epochs, [h["val_dice"][name] for h in history], label=name)
+    b.set_xlabel("epoch")
+    b.set_ylabel("validation Dice (model grid)")
+    b.set_ylim(0, 1)
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _rng(seed: int, epoch: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch])
+
+
+@dataclass
+class _Parts:
+    """What a run updates and checkpoints."""
+
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.ReduceLROnPlateau
+    scaler: torch.amp.GradScaler
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"val_mean_dice": -1.0})
+    elapsed_s: float = 0.0
+
+    def save_last(self, path: Path, epoch: int) -> None:
+        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                 "scaler": self.scaler.state_dict(), "history": self.history, "best": self.best,
+                 "elapsed_s": self.elapsed_s, "epoch": epoch}
+        torch.save(state, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+
+    def load_last(self, path: Path, device: str) -> int:
+        """Restore everything from `path`; return the epoch to continue with."""
+        state = torch.load(path, map_location=device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.history, self.best, self.elapsed_s = state["history"], state["best"], state["elapsed_s"]
+        return state["epoch"] + 1
+
+
+def _train_epoch(parts: _Parts, samples: list[Sample], loss_fn: DiceCELoss, cfg: TrainConfig, epoch: int,
+                 deadline_s: float, progress: bool) -> list[float]:
+    """Adam steps on random crops until `iters_per_epoch` or the run's time budget; return the step losses."""
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    rng = _rng(cfg.seed, epoch)
+    torch.manual_seed(cfg.seed * 100_003 + epoch)
+    parts.model.train()
+    losses: list[float] = []
+    bar = tqdm(range(cfg.iters_per_epoch), desc=f"epoch {epoch}", disable=not progress, leave=False)
+    for _ in bar:
+        image, target = make_batch(samples, cfg, rng)
+        image, target = _prepare(image, cfg), target.to(cfg.device)
+        with torch.autocast("cuda", enabled=cfg.device == "cuda"):
+            logits = parts.model(image)
+        loss = loss_fn(logits.float(), target)
+        parts.opt.zero_grad(set_to_none=True)
+        parts.scaler.scale(loss).backward()
+        parts.scaler.step(parts.opt)
+        parts.scaler.update()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if parts.elapsed_s + time.perf_counter() - t0 >= deadline_s:
+            break
+    return losses
+
+
+def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, progress: bool = True) -> dict:
+    """Train into `run_dir`; return the best epoch's record. Resumes from `run_dir/last.pt` if `resume`."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    train_cases, val_cases = split_cases(find_cases(Path(cfg.data)), cfg.folds, cfg.fold)
+    train_samples = load_samples(train_cases, TRAIN_CROPS, cfg.geometry, run_dir / "cache")
+    val_samples = load_samples(val_cases, tuple(CROPS[n] for n in cfg.val_crops), cfg.geometry, run_dir / "cache")
+    log.info("train: %s (%d cached scans); validation: %s (%d scans)%s",
+             [c.name for c in train_cases], len(train_samples), [c.name for c in val_cases], len(val_samples),
+             " — the SAME cases (one fold)" if cfg.folds == 1 else "")
+    weights = class_weights_from_counts(class_counts(train_samples), cfg.dice_power)
+    log.info("class weights: %s", np.round(weights, 4).tolist())
+
+    model = CobraUNet().to(cfg.device)
+    if cfg.init_from and not resume:  # fine-tune: weights only; optimiser, schedule and history start fresh
+        model.load_state_dict(torch.load(cfg.init_from, map_location=cfg.device, weights_only=False)["model"])
+        log.info("initialised the network from %s", cfg.init_from)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    loss_fn = DiceCELoss(weights, cfg.ce_weight).to(cfg.device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    parts = _Parts(model, opt, torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5,
+                                                                           patience=cfg.plateau_patience),
+                   torch.amp.GradScaler("cuda", enabled=cfg.device == "cuda"))
+    last = run_dir / "last.pt"
+    start_epoch = 0
+    if resume:
+        if not last.is_file():
+            raise ValueError(f"{last}: no checkpoint to resume from")
+        start_epoch = parts.load_last(last, cfg.device)
+        log.info("resumed from %s at epoch %d (%.1f min trained)", last, start_epoch, parts.elapsed_s / 60)
+    else:
+        (run_dir / "config.json").write_text(cfg.to_json())
+    budget = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
+    since_best = parts.history[-1]["epoch"] - parts.best.get("epoch", -1) if parts.history else 0
+
+    for epoch in range(start_epoch, cfg.epochs):
+        if parts.elapsed_s >= budget:
+            log.info("wall-time budget of %.1f min reached before epoch %d", cfg.max_minutes, epoch)
+            break
+        t0 = time.perf_counter()
+        losses = _train_epoch(parts, train_samples, loss_fn, cfg, epoch, budget, progress)
+        step_s = (time.perf_counter() - t0) / len(losses)
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "steps": len(losses), "step_s": step_s,
+                  **validate(model, val_samples, loss_fn, cfg), "lr": opt.param_groups[0]["lr"]}
+        parts.elapsed_s += time.perf_counter() - t0
+        record["elapsed_min"] = parts.elapsed_s / 60
+        parts.sched.step(record["val_mean_dice"])
+        parts.history.append(record)
+        improved = record["val_mean_dice"] > parts.best["val_mean_dice"]
+        if improved:
+            parts.best = record
+            torch.save({"model": model.state_dict(), "epoch": epoch, "record": record}, run_dir / "best.pt")
+        since_best = 0 if improved else since_best + 1
+        parts.save_last(last, epoch)
+        with open(run_dir / "train_log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        plot_curves(parts.history, run_dir / "curves.png")
+        log.info("epoch %d: train %.4f, val %.4f, Dice %s, lr %.1e, %.2f s/step, %.1f min%s", epoch,
+                 record["train_loss"], record["val_loss"], {k: round(v, 3) for k, v in record["val_dice"].items()},
+                 record["lr"], step_s, parts.elapsed_s / 60, " *best*" if improved else "")
+        if since_best >= cfg.early_stop_patience:
+            log.info("early stop: no improvement for %d epochs", since_best)
+            break
+    return parts.best
