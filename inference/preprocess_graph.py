@@ -181,9 +181,9 @@ def compose_with_network(network: "onnx.ModelProto", card: ModelCard) -> "onnx.M
     import onnx
     from onnx import compose
 
-    opset = next((o.version for o in network.opset_import if o.domain in ("", "ai.onnx")), DEFAULT_OPSET)
-    opset = max(opset, 13)
-    if opset != next((o.version for o in network.opset_import if o.domain in ("", "ai.onnx")), opset):
+    network_opset = next((o.version for o in network.opset_import if o.domain in ("", "ai.onnx")), DEFAULT_OPSET)
+    opset = max(network_opset, 13)  # the preprocessing nodes need opset 13 (ReduceSum/Squeeze axes as inputs)
+    if opset != network_opset:
         network = onnx.version_converter.convert_version(network, opset)
     in_names = [i.name for i in network.graph.input]
     out_names = [o.name for o in network.graph.output]

@@ -89,21 +89,22 @@ class OpenVinoSession:
         return self._requests[shapes]
 
     def prepare(self, shape: tuple[int, ...]) -> None:
-        """Compile for a "ct" shape ahead of the first run with it (no-op with dynamic shapes)."""
-        if self._static:
-            self._request_for(self._shapes({"ct": np.empty(shape, np.int16)} | self._fixed_inputs()))
+        """Compile for a "ct" shape ahead of the first run with it (no-op with dynamic shapes).
 
-    def _fixed_inputs(self) -> dict[str, np.ndarray]:
-        """Inputs other than "ct" have static shapes in the model (e.g. "spacing" [3])."""
-        return {i.get_any_name(): np.empty(i.get_shape(), np.float32) for i in self._model.inputs
-                if i.get_any_name() != "ct" and i.get_partial_shape().is_static}
+        The model's other inputs (e.g. "spacing" [3]) have static shapes: they enter the key as they are.
+        """
+        if self._static:
+            fixed = {i.get_any_name(): tuple(i.get_shape()) for i in self._model.inputs
+                     if i.get_any_name() != "ct" and i.get_partial_shape().is_static}
+            self._request_for(self._key({**fixed, "ct": tuple(shape)}))
 
     @staticmethod
-    def _shapes(feeds: dict[str, np.ndarray]) -> tuple[tuple[str, tuple[int, ...]], ...]:
-        return tuple(sorted((name, tuple(a.shape)) for name, a in feeds.items()))
+    def _key(shapes: dict[str, tuple[int, ...]]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        return tuple(sorted((name, tuple(int(d) for d in shape)) for name, shape in shapes.items()))
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        compiled, request = self._request_for(self._shapes(feeds) if self._static else None)
+        key = self._key({name: a.shape for name, a in feeds.items()}) if self._static else None
+        compiled, request = self._request_for(key)
         result = next(iter(request.infer(feeds, share_inputs=True, share_outputs=False).values()))
         compiled.release_memory()  # ~1.2 GB of activations, not needed while the labels are upsampled and written
         return result
