@@ -56,12 +56,13 @@ def cold_run(scan: Path, extra: list[str]) -> dict:
 
 
 def bare_forward(card_spec: str, model: Path | None, runtime: str, threads: int, repeats: int) -> list[float]:
-    """Seconds per forward of the network alone (model-grid input), in the same runtime, after one warm-up."""
+    """Steady-state seconds per forward of the network alone (model-grid input) in the same runtime: after one
+    warm-up run, with the runtime's buffers kept between runs (the pipeline releases them after its one run)."""
     import numpy as np
     import onnx
 
     from inference.card import load_card
-    from inference.runtime import open_session
+    from inference.runtime import OnnxRuntimeSession, OpenVinoSession
 
     card, path = load_card(card_spec, model)
     net = onnx.load(str(path))
@@ -71,7 +72,9 @@ def bare_forward(card_spec: str, model: Path | None, runtime: str, threads: int,
         feed = "image"
     else:
         feed = card.network_input
-    session = open_session(net.SerializeToString(), runtime, threads)
+    graph = net.SerializeToString()
+    session = (OpenVinoSession(graph, threads, release_after_run=False) if runtime == "openvino"
+               else OnnxRuntimeSession(graph, threads))
     x = np.random.default_rng(0).random((1, len(card.windows), *card.geometry.shape), dtype=np.float32)
     session.run({feed: x})
     times = []

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from inference.resources import gpu_present, usable_cpus
+from inference.runtime import ModelLoadError
 
 DEFAULT_RUNTIME = "openvino"
 
@@ -70,6 +71,11 @@ def _fmt_line(record: dict) -> str:
             f"peak RSS {record['peak_rss_mb']:.0f} MB | {gpu}")
 
 
+def _announce(predictor, device: str) -> None:
+    print(f"abdoseg: model {predictor.card.name} ({predictor.session.description}, device {device}) "
+          f"opened in {predictor.session_load_s:.2f} s", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -80,13 +86,10 @@ def run(args: argparse.Namespace) -> int:
     threads = args.threads or usable_cpus()
     device = resolve_device(args.device)
     t0 = time.perf_counter()
-    predictor = Predictor.load(args.card, args.model, args.runtime, threads, device, args.cache_dir)
-    load_s = time.perf_counter() - t0
-    print(f"abdoseg: model {predictor.card.name} ({predictor.session.description}, device {device}) "
-          f"loaded in {load_s:.2f} s", file=sys.stderr)
     if args.warmup:
-        z = np.full((40, 64, 64), -1000, np.int16)
-        predictor.segment(z, (5.0, 6.0, 6.0))
+        predictor = Predictor.load(args.card, args.model, args.runtime, threads, device, args.cache_dir)
+        _announce(predictor, device)
+        predictor.segment(np.full((40, 64, 64), -1000, np.int16), (5.0, 6.0, 6.0))
         print(f"abdoseg: warm-up done in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
         return 0
 
@@ -96,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.input.is_dir():
         print(f"abdoseg: error: {args.input}: input folder not found", file=sys.stderr)
         return 2
+    # Card and checksum now; the runtime opens in a background thread while the first scan is read.
+    predictor = Predictor.load(args.card, args.model, args.runtime, threads, device, args.cache_dir, background=True)
     cases, ignored = find_cases(args.input)
     for p in ignored:
         print(f"abdoseg: note: ignoring {p.name} (not <case>_0000.nii.gz/.nii/.mha/.nrrd)", file=sys.stderr)
@@ -107,14 +112,19 @@ def run(args: argparse.Namespace) -> int:
     failures = 0
     for case in cases:
         clock = StageClock()
-        record: dict = {"case": case.name, "input": str(case.path), "runtime": predictor.session.description,
-                        "device": device, "model_load_s": round(load_s, 4)}
+        record: dict = {"case": case.name, "input": str(case.path)}
         try:
             size = predictor.predict_file(case.path, case.output_path(args.output), clock)
             record.update(status="ok", input_size=list(size), output=str(case.output_path(args.output)))
+        except ModelLoadError:
+            raise  # not the case's fault: stop with one line (main)
         except (InputError, MemoryError, RuntimeError, ValueError, OSError) as e:
             failures += 1
             record.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+        if case is cases[0]:
+            _announce(predictor, device)
+        record.update(runtime=predictor.session.description, device=device,
+                      model_load_s=round(predictor.session_load_s, 4))
         record["seconds"] = {k: round(v, 4) for k, v in clock.seconds.items()}
         record["total_s"] = round(sum(clock.seconds.values()), 4)
         record["peak_rss_mb"] = round(peak_rss_mb(), 1)
@@ -138,6 +148,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return run(args)
-    except (ValueError, OSError, ImportError) as e:  # card / model / runtime problems: one line, no traceback
+    except (ValueError, OSError, ImportError, ModelLoadError) as e:  # card/model/runtime problems: one line
         print(f"abdoseg: error: {e}", file=sys.stderr)
         return 2

@@ -37,19 +37,21 @@ class Grid:
         image.SetDirection(self.direction)
 
 
-def canonical_hu(image, orientation: str, chunk: int = 16) -> tuple[np.ndarray, tuple[float, float, float], Reorientation]:
-    """The scan's voxels in the canonical (z,y,x) layout as int16 HU, its canonical spacing, and the reorientation.
+def canonical_hu(voxels: np.ndarray, grid: Grid, orientation: str,
+                 chunk: int = 16) -> tuple[np.ndarray, tuple[float, float, float], Reorientation]:
+    """A scan's (z,y,x) voxels in the canonical layout as int16 HU, its canonical spacing, and the reorientation.
 
-    int16 scans keep their values (zero-copy when already canonical: the array is then a view of the image's own
-    buffer, so keep `image` alive while it is used — SimpleITK frees the buffer with the image); other types are rounded and clipped to
-    the int16 range, NaN and -inf read as air, +inf as the maximum; float conversion runs in slabs of `chunk`
-    slices so no full-size float64 temporary is made.
+    int16 scans keep their values, without a copy when already canonical (the result is then a view of
+    `voxels`); other types are rounded and clipped to the int16 range, NaN and -inf read as air, +inf as the
+    maximum; float conversion runs in slabs of `chunk` slices so no full-size float64 temporary is made.
+    For a SimpleITK image: `canonical_hu(sitk.GetArrayViewFromImage(image), Grid.of(image), ...)`, keeping the
+    image alive while the result is used.
     """
-    import SimpleITK as sitk
-
-    orient = Reorientation.between(orientation_of(image.GetDirection()), orientation)
-    view = orient.apply(sitk.GetArrayViewFromImage(image))
-    spacing = orient.spacing(image.GetSpacing()[::-1])
+    if voxels.shape != tuple(grid.size)[::-1]:
+        raise ValueError(f"voxel array shape {voxels.shape} does not match the grid size {grid.size} (x,y,z)")
+    orient = Reorientation.between(orientation_of(grid.direction), orientation)
+    view = orient.apply(voxels)
+    spacing = orient.spacing(tuple(grid.spacing)[::-1])
     if view.dtype == np.int16:
         return (view if view.flags.c_contiguous else np.ascontiguousarray(view)), spacing, orient
     ct = np.empty(view.shape, np.int16)
@@ -60,10 +62,3 @@ def canonical_hu(image, orientation: str, chunk: int = 16) -> tuple[np.ndarray, 
             slab = np.rint(np.nan_to_num(slab, nan=AIR_HU, posinf=HU_MAX, neginf=AIR_HU))
         ct[start:start + chunk] = np.clip(slab, HU_MIN, HU_MAX)
     return ct, spacing, orient
-
-
-def sitk_buffer(image) -> np.ndarray:
-    """A numpy view of a SimpleITK image's own voxel buffer (for memory-sharing checks)."""
-    import SimpleITK as sitk
-
-    return sitk.GetArrayViewFromImage(image)

@@ -98,7 +98,7 @@ def read_canonical(case: Case, orientation: str = "RAS") -> tuple[np.ndarray, np
     """
     import SimpleITK as sitk
 
-    from inference.scan import canonical_hu
+    from inference.scan import Grid, canonical_hu
 
     image, label = sitk.ReadImage(str(case.image)), sitk.ReadImage(str(case.label))
     if image.GetDimension() != 3:
@@ -110,7 +110,7 @@ def read_canonical(case: Case, orientation: str = "RAS") -> tuple[np.ndarray, np
     )
     if not same:
         raise ValueError(f"{case.label}: grid differs from its image {case.image.name} (size/spacing/direction)")
-    hu, spacing, reo = canonical_hu(image, orientation)
+    hu, spacing, reo = canonical_hu(sitk.GetArrayViewFromImage(image), Grid.of(image), orientation)
     labels = np.ascontiguousarray(reo.apply(sitk.GetArrayFromImage(label)))
     if labels.min() < 0 or labels.max() > N_ORGAN_LABELS:
         raise ValueError(f"{case.label}: labels must lie in 0..{N_ORGAN_LABELS}, got {labels.min()}..{labels.max()}")

@@ -125,6 +125,21 @@ def test_usage_errors(tmp_path, toy_card_path, capsys):
     assert "model card not found" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_unusable_model_file_is_one_line_error(tmp_path, capsys, runtime):
+    """The runtime opens in the background; its failure still ends the run with one line naming the file."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(real_image("upperabd1mm"), inputs)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not an onnx file" * 64)
+    code = main(["-i", str(inputs), "-o", str(tmp_path / "out"), "--card", "cobra", "--model", str(garbage),
+                 "--runtime", runtime])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith(f"abdoseg: error: {garbage}: {runtime} cannot open this model")
+    assert not list((tmp_path / "out").glob("*"))
+
+
 def test_help_is_helpful():
     out = subprocess.run([sys.executable, "-m", "inference", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0

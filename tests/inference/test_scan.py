@@ -6,10 +6,21 @@ import SimpleITK as sitk
 from inference.scan import Grid, canonical_hu
 
 
+def _hu(image, orientation, **kw):
+    return canonical_hu(sitk.GetArrayViewFromImage(image), Grid.of(image), orientation, **kw)
+
+
 def test_canonical_int16_is_passed_without_copy():
     image = sitk.DICOMOrient(sitk.GetImageFromArray(np.arange(60, dtype=np.int16).reshape(3, 4, 5)), "RAS")
-    ct, spacing, orient = canonical_hu(image, "RAS")
-    assert orient.is_identity and np.shares_memory(ct, sitk.GetArrayViewFromImage(image))
+    voxels = sitk.GetArrayViewFromImage(image)
+    ct, spacing, orient = canonical_hu(voxels, Grid.of(image), "RAS")
+    assert orient.is_identity and np.shares_memory(ct, voxels)
+
+
+def test_array_must_match_the_grid():
+    image = sitk.Image(4, 5, 6, sitk.sitkInt16)
+    with pytest.raises(ValueError, match="does not match the grid"):
+        canonical_hu(np.zeros((6, 4, 5), np.int16), Grid.of(image), "RAS")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16, np.int32, np.uint8])
@@ -20,7 +31,7 @@ def test_other_types_are_rounded_clipped_and_cleaned(dtype):
         if dtype != np.uint8:
             values[2] = 40000
     arr = np.resize(values.astype(dtype), 2 * 3 * 40).reshape(2, 3, 40)
-    ct, _, _ = canonical_hu(sitk.GetImageFromArray(arr), "LPS", chunk=1)
+    ct, _, _ = _hu(sitk.GetImageFromArray(arr), "LPS", chunk=1)
     assert ct.dtype == np.int16 and ct.flags.c_contiguous
     expect = np.clip(np.rint(np.nan_to_num(arr.astype(np.float64), nan=-1024, posinf=32767, neginf=-1024)), -32768, 32767)
     np.testing.assert_array_equal(ct, expect.astype(np.int16))

@@ -1,0 +1,88 @@
+"""read_array: the voxels ITK would return, read verbatim (ISA-L inflate) where NIfTI allows, else by ITK."""
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from inference.io import _verbatim_nifti_voxels, read_array, read_header
+from inference.scan import Grid
+from tests.conftest import CASES, real_image
+
+DTYPES = [np.uint8, np.int8, np.int16, np.uint16, np.int32, np.uint32, np.float32, np.float64]
+
+
+def _image(dtype, shape=(7, 6, 5), seed=0) -> sitk.Image:
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
+    if info is not None:
+        arr = rng.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True)
+    else:
+        arr = rng.normal(0, 500, size=shape).astype(dtype)
+    image = sitk.GetImageFromArray(arr)
+    image.SetSpacing((0.7, 0.9, 2.5))
+    image.SetOrigin((-10.0, 20.5, 3.25))
+    image.SetDirection((0, 0, 1, -1, 0, 0, 0, -1, 0))  # an oblique axis order: geometry stays ITK's
+    return image
+
+
+def _assert_same_as_itk(path, fast_path: bool):
+    reader = read_header(path)
+    reference = sitk.ReadImage(str(path))
+    assert (_verbatim_nifti_voxels(reader) is not None) is fast_path
+    voxels = read_array(reader)
+    expected = sitk.GetArrayFromImage(reference)
+    assert voxels.dtype == expected.dtype and voxels.shape == expected.shape
+    np.testing.assert_array_equal(voxels, expected)
+    assert Grid.of(reader) == Grid.of(reference)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_nifti_is_read_verbatim_with_itk_values_and_grid(tmp_path, dtype, suffix):
+    path = tmp_path / f"scan_0000{suffix}"
+    sitk.WriteImage(_image(dtype), str(path))
+    _assert_same_as_itk(path, fast_path=True)
+
+
+def test_inflated_voxels_are_a_read_only_view_not_a_copy(tmp_path):
+    path = tmp_path / "scan_0000.nii.gz"
+    sitk.WriteImage(_image(np.int16), str(path))
+    voxels = read_array(read_header(path))
+    assert isinstance(voxels.base, (bytes, memoryview)) or not voxels.flags.owndata
+    assert not voxels.flags.writeable
+
+
+@pytest.mark.parametrize("slope, inter", [(2.0, 0.0), (1.0, -1024.0)])
+def test_scaled_nifti_goes_through_itk(tmp_path, slope, inter):
+    plain = tmp_path / "plain.nii"
+    sitk.WriteImage(_image(np.int16), str(plain))
+    scaled = tmp_path / "scaled_0000.nii.gz"
+    raw = bytearray(plain.read_bytes())
+    struct.pack_into("<ff", raw, 112, slope, inter)  # scl_slope, scl_inter
+    scaled.write_bytes(gzip.compress(bytes(raw)))
+    _assert_same_as_itk(scaled, fast_path=False)
+    plain_values = sitk.GetArrayFromImage(sitk.ReadImage(str(plain))).astype(np.float64)
+    np.testing.assert_allclose(read_array(read_header(scaled)), plain_values * slope + inter)
+
+
+def test_non_gzip_bytes_named_nii_gz_go_through_itk(tmp_path):
+    """ITK's znzlib reads an uncompressed file named .nii.gz; so must we (by handing it to ITK)."""
+    plain = tmp_path / "plain.nii"
+    sitk.WriteImage(_image(np.int16), str(plain))
+    misnamed = tmp_path / "misnamed_0000.nii.gz"
+    misnamed.write_bytes(plain.read_bytes())
+    _assert_same_as_itk(misnamed, fast_path=False)
+
+
+@pytest.mark.parametrize("suffix", [".mha", ".nrrd"])
+def test_other_formats_go_through_itk(tmp_path, suffix):
+    path = tmp_path / f"scan_0000{suffix}"
+    sitk.WriteImage(_image(np.int16), str(path), True)
+    _assert_same_as_itk(path, fast_path=False)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_real_scans_are_read_verbatim(case):
+    _assert_same_as_itk(real_image(case), fast_path=True)
