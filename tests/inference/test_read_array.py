@@ -86,3 +86,17 @@ def test_other_formats_go_through_itk(tmp_path, suffix):
 @pytest.mark.parametrize("case", CASES)
 def test_real_scans_are_read_verbatim(case):
     _assert_same_as_itk(real_image(case), fast_path=True)
+
+
+def test_corrupt_gzip_stream_is_an_input_error(tmp_path):
+    """Bytes flipped inside the deflate stream (length and trailer intact): one InputError naming the file."""
+    from inference.io import InputError
+
+    path = tmp_path / "bad_0000.nii.gz"
+    sitk.WriteImage(_image(np.int16, shape=(20, 64, 64)), str(path))
+    raw = bytearray(path.read_bytes())
+    middle = len(raw) // 2
+    raw[middle:middle + 64] = bytes(b ^ 0x5A for b in raw[middle:middle + 64])
+    path.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match="bad_0000.nii.gz"):
+        read_array(read_header(path))
