@@ -28,7 +28,9 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--flip-lr", type=float, default=0.5, help="probability of a left/right flip per crop")
+    p.add_argument("--flip-lr", type=float, default=0.0,
+                   help="probability of a left/right flip per crop (default 0: flips make the network confuse "
+                   "spleen and liver, whose main cue is their side)")
     p.add_argument("--init-from", type=Path, default=None, help="start from this checkpoint's weights (fine-tune)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt with OUT/config.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -26,7 +26,7 @@ class AugmentConfig:
     rotate_deg: float = 10.0
     scale: tuple[float, float] = (0.8, 1.2)
     shift_vox: tuple[float, float, float] = (4.0, 8.0, 8.0)
-    flip_lr: float = 0.5
+    flip_lr: float = 0.0  # off by default: a flip erases the side cue between spleen and liver (measured)
     organ_hu_shift: float = 25.0
     organ_shift_p: float = 0.5
     global_hu_shift: float = 20.0
