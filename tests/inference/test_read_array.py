@@ -100,3 +100,21 @@ def test_corrupt_gzip_stream_is_an_input_error(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(InputError, match="bad_0000.nii.gz"):
         read_array(read_header(path))
+
+
+#: The NIfTI-1 header's fields in order (348 bytes), for byte-swapping one by hand.
+_NIFTI1_FIELDS = "i10s18sihcc8h3fhhhh8ffffhccffffii80s24shh6f4f4f4f16s4s"
+
+
+def test_big_endian_nifti_goes_through_itk(tmp_path):
+    """A byte-swapped NIfTI-1 must not be read as little-endian: the fast path declines and ITK swaps it."""
+    plain = tmp_path / "plain.nii"
+    sitk.WriteImage(_image(np.int16), str(plain))
+    raw = plain.read_bytes()
+    assert struct.calcsize("<" + _NIFTI1_FIELDS) == 348
+    header = struct.pack(">" + _NIFTI1_FIELDS, *struct.unpack_from("<" + _NIFTI1_FIELDS, raw))
+    voxels = np.frombuffer(raw, "<i2", offset=352).astype(">i2").tobytes()
+    swapped = tmp_path / "swapped_0000.nii.gz"
+    swapped.write_bytes(gzip.compress(header + raw[348:352] + voxels))
+    _assert_same_as_itk(swapped, fast_path=False)
+    np.testing.assert_array_equal(read_array(read_header(swapped)), sitk.GetArrayFromImage(sitk.ReadImage(str(plain))))
