@@ -106,23 +106,14 @@ class ModelCard:
         return len(self.class_to_label)
 
     def to_json(self) -> str:
-        d = asdict(self)
-        d["keep_components"] = {str(k): v for k, v in self.keep_components.items()}
-        return json.dumps({"format": CARD_FORMAT, **d}, indent=2) + "\n"
+        return card_json(self, CARD_FORMAT)
 
     def save(self, path: Path) -> None:
         Path(path).write_text(self.to_json())
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelCard":
-        d = dict(d)
-        fmt = d.pop("format", None)
-        if fmt != CARD_FORMAT:
-            raise CardError(f"card format must be {CARD_FORMAT!r}, got {fmt!r}")
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise CardError(f"unknown card field(s) {sorted(unknown)}; valid: {sorted(known)}")
+        d = card_fields(cls, d, CARD_FORMAT, "card")
         try:
             g = d.pop("geometry")
             geometry = Geometry(
@@ -142,6 +133,27 @@ class ModelCard:
             )
         except (KeyError, TypeError) as e:
             raise CardError(f"malformed model card: {e!r}") from e
+
+
+def card_json(card: Any, fmt: str) -> str:
+    """A card dataclass as JSON, tagged with its format (keep_components keys as strings, as JSON needs)."""
+    d = asdict(card)
+    d["keep_components"] = {str(k): v for k, v in card.keep_components.items()}
+    return json.dumps({"format": fmt, **d}, indent=2) + "\n"
+
+
+def card_fields(cls: type, d: dict[str, Any], fmt: str, kind: str) -> dict[str, Any]:
+    """A copy of a card's JSON dict without its format tag, after checking the tag and that every field is
+    one of `cls`'s (`kind` names the card in the errors)."""
+    d = dict(d)
+    found = d.pop("format", None)
+    if found != fmt:
+        raise CardError(f"{kind} format must be {fmt!r}, got {found!r}")
+    known = set(cls.__dataclass_fields__)
+    unknown = set(d) - known
+    if unknown:
+        raise CardError(f"unknown {kind} field(s) {sorted(unknown)}; valid: {sorted(known)}")
+    return d
 
 
 def cobra_card(model_file: str = "cobra_abdomenct1k.onnx") -> ModelCard:

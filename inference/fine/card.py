@@ -9,11 +9,11 @@ weights came from. Classes are FLARE21 labels directly (0 background, 1 liver, 2
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inference.card import CardError, Shape3, Spacing3, Window, sha256_of
+from inference.card import CardError, Shape3, Spacing3, Window, card_fields, card_json, sha256_of
 from inference.labels import FLARE21_LABELS, KEEP_COMPONENTS
 
 FINE_CARD_FORMAT = "abdoseg-fine-card/1"
@@ -97,22 +97,14 @@ class FineCard:
             raise CardError(f"margin_mm must be >= 0, got {self.margin_mm!r}")
 
     def to_json(self) -> str:
-        d = asdict(self)
-        d["keep_components"] = {str(k): v for k, v in self.keep_components.items()}
-        return json.dumps({"format": FINE_CARD_FORMAT, **d}, indent=2) + "\n"
+        return card_json(self, FINE_CARD_FORMAT)
 
     def save(self, path: Path) -> None:
         Path(path).write_text(self.to_json())
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FineCard":
-        d = dict(d)
-        fmt = d.pop("format", None)
-        if fmt != FINE_CARD_FORMAT:
-            raise CardError(f"fine card format must be {FINE_CARD_FORMAT!r}, got {fmt!r}")
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise CardError(f"unknown fine card field(s) {sorted(unknown)}; valid: {sorted(cls.__dataclass_fields__)}")
+        d = card_fields(cls, d, FINE_CARD_FORMAT, "fine card")
         try:
             return cls(
                 name=str(d.pop("name")),
