@@ -21,6 +21,7 @@ import torch
 from inference.card import Geometry
 from training.augment import AugmentConfig, augmented_crop
 from training.data import CROPS, TRAIN_CROPS, Case, Sample, class_counts, find_cases, load_samples
+from training.evaluation.metrics import dice
 from training.losses import DiceCELoss, class_weights_from_counts
 from training.network import N_CLASSES, CobraUNet
 from training.windows import hu_to_channels
@@ -126,8 +127,7 @@ def dice_scores(pred: np.ndarray, truth: np.ndarray, classes: range = range(2, N
     out = []
     for c in classes:
         p, t = pred == c, truth == c
-        denom = p.sum() + t.sum()
-        out.append(float(2.0 * (p & t).sum() / denom) if denom else math.nan)
+        out.append(dice(t, p) if p.any() or t.any() else math.nan)
     return out
 
 

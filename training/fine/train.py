@@ -13,6 +13,7 @@ import torch
 from inference.card import Shape3
 from inference.fine.card import FineCard
 from inference.fine.network import FineUNet
+from training.evaluation.metrics import dice
 from training.fine.data import FineSample
 from training.losses import DiceCELoss, class_weights_from_counts
 
@@ -127,12 +128,8 @@ def predict_sample(net: torch.nn.Module, sample: FineSample, card: FineCard) -> 
 
 def dice_per_organ(pred: torch.Tensor, target: torch.Tensor) -> list[float]:
     """Dice of labels 1..4 (both empty → 1.0)."""
-    out = []
-    for c in range(1, 5):
-        p, t = pred == c, target == c
-        total = int(p.sum() + t.sum())
-        out.append(1.0 if total == 0 else 2.0 * int((p & t).sum()) / total)
-    return out
+    pred, target = pred.cpu().numpy(), target.cpu().numpy()
+    return [dice(target == c, pred == c) for c in range(1, 5)]
 
 
 __all__ = ["TrainConfig", "TrainResult", "dice_per_organ", "predict_sample", "sample_patch", "train"]
