@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
 from inference.card import ModelCard, load_card, verify_checksum
 from inference.geometry import axis_maps, upsample_labels
@@ -126,8 +127,6 @@ class Predictor:
 
     def segment_image(self, image, clock: StageClock | None = None) -> np.ndarray:
         """Stages 2-7: a SimpleITK image -> uint8 labels in the image's stored (z,y,x) order."""
-        import SimpleITK as sitk
-
         clock = clock or StageClock()
         ct, spacing, orient = canonical_hu(sitk.GetArrayViewFromImage(image), Grid.of(image), self.card.orientation)
         clock.lap("canonical")

@@ -98,23 +98,23 @@ def read_canonical(case: Case, orientation: str = "RAS") -> tuple[np.ndarray, np
     """
     import SimpleITK as sitk
 
+    from inference.io import read_array, read_header
     from inference.scan import Grid, canonical_hu
 
-    image, label = sitk.ReadImage(str(case.image)), sitk.ReadImage(str(case.label))
-    if image.GetDimension() != 3:
-        raise ValueError(f"{case.image}: expected a 3D image, got {image.GetDimension()}D")
+    reader = read_header(case.image)  # the inference read: a validated 3D scalar scan, or an InputError
+    grid, label = Grid.of(reader), sitk.ReadImage(str(case.label))
     same = (
-        image.GetSize() == label.GetSize()
-        and np.allclose(image.GetSpacing(), label.GetSpacing(), atol=1e-4)
-        and np.allclose(image.GetDirection(), label.GetDirection(), atol=1e-4)
+        grid.size == label.GetSize()
+        and np.allclose(grid.spacing, label.GetSpacing(), atol=1e-4)
+        and np.allclose(grid.direction, label.GetDirection(), atol=1e-4)
     )
     if not same:
         raise ValueError(f"{case.label}: grid differs from its image {case.image.name} (size/spacing/direction)")
-    hu, spacing, reo = canonical_hu(sitk.GetArrayViewFromImage(image), Grid.of(image), orientation)
+    hu, spacing, reo = canonical_hu(read_array(reader), grid, orientation)
     labels = np.ascontiguousarray(reo.apply(sitk.GetArrayFromImage(label)))
     if labels.min() < 0 or labels.max() > N_ORGAN_LABELS:
         raise ValueError(f"{case.label}: labels must lie in 0..{N_ORGAN_LABELS}, got {labels.min()}..{labels.max()}")
-    # canonical_hu may return a view of the SimpleITK buffer, which dies with `image`: copy it out
+    # canonical_hu may return a read-only view of the read buffer: the cache wants its own writable array
     return np.array(hu, dtype=np.int16, order="C", copy=True), labels.astype(np.uint8), tuple(float(s) for s in spacing)
 
 
