@@ -67,8 +67,10 @@ def resample_volume(
 
 
 def apply_windows(hu: torch.Tensor, windows: Sequence[Window]) -> torch.Tensor:
-    """HU [D, H, W] → [len(windows), D, H, W], each clipped to its window and mapped to [0, 1]."""
-    return torch.stack([((hu - w.low) / w.width).clamp_(0.0, 1.0) for w in windows])
+    """HU [..., D, H, W] → [..., len(windows), D, H, W], each clipped to its window and mapped to [0, 1].
+
+    The torch form of the graph's window step (inference/preprocess_graph.py); training uses it too."""
+    return torch.stack([((hu - w.low) / w.width).clamp_(0.0, 1.0) for w in windows], dim=-4)
 
 
 def prepare_image(
