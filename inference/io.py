@@ -79,11 +79,6 @@ def _check_complete(path: Path, reader: sitk.ImageFileReader) -> None:
         raise InputError(f"{path}: truncated or corrupt file (header promises {expected} bytes, found {actual})")
 
 
-def read_scan(path: Path) -> sitk.Image:
-    """Read a 3D scalar scan, or raise InputError naming the file and why it cannot be used."""
-    return read_voxels(read_header(path))
-
-
 def read_header(path: Path) -> sitk.ImageFileReader:
     """Open a scan and validate its header (3D, scalar, real, sane spacing, complete file) without reading voxels."""
     path = Path(path)

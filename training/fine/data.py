@@ -13,8 +13,7 @@ from inference.card import Spacing3
 from inference.fine.card import FineCard
 from inference.fine.crop import organ_box
 from inference.fine.preprocess import prepare_image, prepare_labels
-from inference.io import read_scan
-from inference.orientation import Reorientation, orientation_of
+from training.data import Case, read_canonical
 
 CANONICAL = "RAS"
 
@@ -53,17 +52,10 @@ def find_pairs(data_dir: Path, split: str = "Tr") -> list[tuple[str, Path, Path]
 
 
 def read_scan_pair(case: str, image_path: Path, label_path: Path) -> Scan:
-    """Read a scan and its labels (same grid required) and bring both to the canonical orientation."""
-    import SimpleITK as sitk
-
-    image = read_scan(image_path)
-    label = sitk.ReadImage(str(label_path))
-    if label.GetSize() != image.GetSize() or not np.allclose(label.GetSpacing(), image.GetSpacing(), atol=1e-4):
-        raise ValueError(f"{label_path}: label grid {label.GetSize()} differs from the image's {image.GetSize()}")
-    orient = Reorientation.between(orientation_of(image.GetDirection()), CANONICAL)
-    ct = np.ascontiguousarray(orient.apply(sitk.GetArrayFromImage(image)))  # a copy: outlives `image`
-    labels = np.ascontiguousarray(orient.apply(sitk.GetArrayFromImage(label).astype(np.uint8)))
-    return Scan(case, ct, labels, orient.spacing(image.GetSpacing()[::-1]))
+    """Read a scan and its labels (same grid required) in the canonical orientation, the HU as int16 exactly as
+    the inference pipeline hands them to the fine stage (training.data.read_canonical)."""
+    hu, labels, spacing = read_canonical(Case(case, Path(image_path), Path(label_path)), CANONICAL)
+    return Scan(case, hu, labels, spacing)
 
 
 def fine_sample(scan: Scan, card: FineCard) -> FineSample:
