@@ -89,7 +89,7 @@ def timed_run(predictor: Predictor, scan: Path, out: Path, device: str) -> dict:
     predictor.predict_file(scan, out, clock)
     total = time.perf_counter() - t0
     stages = {k: round(v, 4) for k, v in clock.seconds.items()}
-    fine = {k: round(v, 4) for k, v in getattr(clock, "details", {}).get("fine", {}).items()}
+    fine = {k: round(v, 4) for k, v in clock.details.get("fine", {}).items()}
     return {"end_to_end_s": round(total, 4), "stages": stages, "fine": fine, **gpu_figures(device)}
 
 
