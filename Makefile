@@ -5,7 +5,7 @@ DEV := .venv-dev
 SAMPLES := tests/data/flare21/imagesTr
 DEMO_OUT := demo_output
 
-.PHONY: venv venv-dev demo test container container-test bench help
+.PHONY: venv venv-dev venv-eval demo test container container-test bench help
 help:
 	@echo "make demo            set up .venv (runtime only) and segment the bundled sample scans -> $(DEMO_OUT)/"
 	@echo "make test            set up .venv-dev (runtime + training + test tools) and run the test suite"
@@ -18,17 +18,23 @@ $(VENV)/.stamp: requirements.txt
 	touch $@
 venv: $(VENV)/.stamp
 
-$(DEV)/.stamp: requirements.txt requirements-train.txt requirements-dev.txt
+# Scoring in the runtime venv (the [eval] extra: scipy etc.), so `make demo` scores without the dev venv.
+$(VENV)/.stamp-eval: $(VENV)/.stamp requirements-eval.txt
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-eval.txt
+	touch $@
+venv-eval: $(VENV)/.stamp-eval
+
+$(DEV)/.stamp: requirements.txt requirements-train.txt requirements-cohort.txt requirements-dev.txt requirements-eval.txt
 	$(PYTHON) -m venv $(DEV)
 	$(DEV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 venv-dev: $(DEV)/.stamp
 
-demo: venv
+demo: venv venv-eval
 	rm -rf $(DEMO_OUT)
 	./predict.sh $(SAMPLES) $(DEMO_OUT) --log $(DEMO_OUT).jsonl
 	@ls -l $(DEMO_OUT)
-	@if [ -x $(DEV)/bin/python ]; then $(DEV)/bin/python -m training.evaluation evaluate --pred $(DEMO_OUT) --gt tests/data/flare21/labelsTr; fi
+	PYTHONPATH=. $(VENV)/bin/python -m evaluation evaluate --pred $(DEMO_OUT) --gt tests/data/flare21/labelsTr
 
 test: venv venv-dev
 	$(DEV)/bin/python -m pytest -q tests

@@ -10,7 +10,7 @@ Scan: a FLARE-sized volume, by default benchM (512 x 512 x 336, 1 mm slices) mad
 Per run it prints end-to-end seconds (read -> write, as `python -m inference` does it), the pipeline's stage
 times, the fine stage's own stage times, and GPU memory: the torch allocator's peak and the device memory in use
 (NVML, all processes: includes the CUDA contexts and onnxruntime's CUDA arena). Then DSC / NSD@1mm of the CPU path
-and of the fine path against the bench labels (training.evaluation, FLARE21 rules), and the targets:
+and of the fine path against the bench labels (evaluation, FLARE21 rules), and the targets:
 <= 2 s per case end to end warm, <= 1.5 GB GPU memory, NSD@1mm of the fine path above the CPU path.
 """
 from __future__ import annotations
@@ -94,8 +94,8 @@ def timed_run(predictor: Predictor, scan: Path, out: Path, device: str) -> dict:
 
 
 def score(pred_path: Path, labels_path: Path) -> dict[str, list[float]]:
-    from training.evaluation.accuracy import read_labels, score_case
-    from training.evaluation.labelsets import get_labelset
+    from evaluation.accuracy import read_labels, score_case
+    from evaluation.labelsets import get_labelset
 
     gt, pred = read_labels(labels_path), read_labels(pred_path)
     pairs = score_case(gt.array, pred.array, gt.spacing_zyx, get_labelset("flare21"))

@@ -21,7 +21,7 @@ import torch
 from inference.card import Geometry
 from training.augment import AugmentConfig, augmented_crop
 from training.data import CROPS, TRAIN_CROPS, Case, Sample, class_counts, find_cases, load_samples
-from training.evaluation.metrics import dice
+from evaluation.metrics import dice
 from training.losses import DiceCELoss, class_weights_from_counts
 from training.network import N_CLASSES, CobraUNet
 from training.windows import hu_to_channels

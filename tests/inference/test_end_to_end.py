@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from inference.pipeline import Predictor
 from tests.conftest import CASES, SHARED, real_image, real_label
-from training.evaluation.metrics import dice
+from evaluation.metrics import dice
 
 PEER = SHARED / "peers" / "cobra" / "cobra_abdomenct1k.onnx"
 ORGANS = {1: "liver", 2: "kidneys", 3: "spleen", 4: "pancreas"}

@@ -1,6 +1,6 @@
 """How fine must the fine grid be? The accuracy ceiling of a grid: reference labels → one-hot → the fine stage's
 own resample onto the grid (`inference.fine.preprocess.resample_volume`) → its own slab resize + argmax back
-(`inference.fine.slabs`) → DSC / NSD@1mm against the reference (training.evaluation, FLARE21 rules).
+(`inference.fine.slabs`) → DSC / NSD@1mm against the reference (evaluation, FLARE21 rules).
 A network can do no better than a perfect prediction on its grid, so this bounds the surface accuracy each
 fine spacing allows. The coarse line is the CPU path's way: argmax on the whole-scan 96×192×192 grid, then the
 pipeline's nearest upsample (`inference.geometry.upsample_labels`).
@@ -23,8 +23,8 @@ from inference.geometry import axis_maps, upsample_labels
 from inference.fine.crop import organ_box
 from inference.fine.preprocess import fine_grid_shape, resample_volume
 from inference.fine.slabs import resize_argmax_slabs
-from training.evaluation.accuracy import score_case
-from training.evaluation.labelsets import get_labelset
+from evaluation.accuracy import score_case
+from evaluation.labelsets import get_labelset
 from training.fine.data import Scan, find_pairs, read_scan_pair
 
 COARSE_GRID: Shape3 = (96, 192, 192)

@@ -13,7 +13,7 @@ import torch
 from inference.card import Shape3
 from inference.fine.card import FineCard
 from inference.fine.network import FineUNet
-from training.evaluation.metrics import dice
+from evaluation.metrics import dice
 from training.fine.data import FineSample
 from training.losses import DiceCELoss, class_weights_from_counts
 

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from training.evaluation._surfel_normals import NORMALS_EIGHTHS
+from evaluation._surfel_normals import NORMALS_EIGHTHS
 
 #: Boolean mask, any dimensionality 3 (z, y, x).
 Mask = np.ndarray

@@ -1,4 +1,4 @@
-"""Command line: ``python -m training.evaluation {evaluate,efficiency} ...``."""
+"""Command line: ``python -m evaluation {evaluate,efficiency} ...``."""
 from __future__ import annotations
 
 import argparse
@@ -6,14 +6,14 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from training.evaluation.labelsets import LABELSETS
+from evaluation.labelsets import LABELSETS
 
 EXAMPLE_CONTAINER = ("podman run --rm -v {inputs}:/workspace/inputs -v {outputs}:/workspace/outputs "
                      "abdoseg:latest /bin/bash -c \"sh predict.sh\"")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.evaluation",
+    parser = argparse.ArgumentParser(prog="python -m evaluation",
                                      description="Score segmentations (DSC, NSD) and time a prediction command.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -57,9 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from training.evaluation.accuracy import evaluate_folders, unmatched_predictions
-    from training.evaluation.labelsets import get_labelset
-    from training.evaluation.report import format_summary, plot_boxes, summarize, write_csv
+    from evaluation.accuracy import evaluate_folders, unmatched_predictions
+    from evaluation.labelsets import get_labelset
+    from evaluation.report import format_summary, plot_boxes, summarize, write_csv
 
     labelset = get_labelset(args.labelset)
     rows, errors = [], 0
@@ -83,8 +83,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _efficiency(args: argparse.Namespace) -> int:
-    from training.evaluation.efficiency import run_efficiency, summary_row
-    from training.evaluation.report import write_csv
+    from evaluation.efficiency import run_efficiency, summary_row
+    from evaluation.report import write_csv
 
     results, gpu_reported = [], False
     for run in run_efficiency(args.cmd, args.inputs, args.workdir, args.keep_outputs, args.interval, args.timeout,

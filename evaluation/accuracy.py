@@ -15,8 +15,8 @@ from typing import Iterator
 import numpy as np
 from scipy import ndimage
 
-from training.evaluation.labelsets import LabelSet, Organ
-from training.evaluation.metrics import Spacing, dice, normalized_surface_dice
+from evaluation.labelsets import LabelSet, Organ
+from evaluation.metrics import Spacing, dice, normalized_surface_dice
 
 SUFFIX = ".nii.gz"
 #: Tolerances for comparing grids read from two files (float32 headers): mm for spacing/origin.

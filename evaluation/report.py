@@ -9,7 +9,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from training.evaluation.accuracy import OrganScore
+from evaluation.accuracy import OrganScore
 
 METRICS = ("dsc", "nsd")
 

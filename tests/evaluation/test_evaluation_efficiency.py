@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from training.evaluation import efficiency
-from training.evaluation.cli import main
-from training.evaluation.efficiency import (ResourceSampler, Sample, area, fill_command, frequent_max, measures,
+from evaluation import efficiency
+from evaluation.cli import main
+from evaluation.efficiency import (ResourceSampler, Sample, area, fill_command, frequent_max, measures,
                                             run_efficiency)
 
 DUMMY = textwrap.dedent("""

@@ -1,0 +1,4 @@
+"""``python -m evaluation``."""
+from evaluation.cli import main
+
+raise SystemExit(main())

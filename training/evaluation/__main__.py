@@ -1,4 +1,0 @@
-"""``python -m training.evaluation``."""
-from training.evaluation.cli import main
-
-raise SystemExit(main())
