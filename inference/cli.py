@@ -42,7 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compiled-model cache for OpenVINO (default: $ABDOSEG_CACHE_DIR, else none)")
     p.add_argument("--warmup", action="store_true",
                    help="load the model, run it once on a small synthetic volume (fills --cache-dir) and exit")
+    p.add_argument("--shard", type=_shard_arg, default=None, metavar="INDEX/COUNT",
+                   help="segment only shard INDEX of COUNT: cases sorted by name, every COUNT-th from INDEX "
+                   "(e.g. a Kubernetes Indexed Job: --shard $JOB_COMPLETION_INDEX/N)")
     return p
+
+
+def _shard_arg(text: str):
+    from inference.shard import Shard
+
+    try:
+        return Shard.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def resolve_device(requested: str) -> str:
@@ -107,6 +119,11 @@ def run(args: argparse.Namespace) -> int:
     if not cases:
         print(f"abdoseg: error: {args.input}: no <case>_0000 scans found", file=sys.stderr)
         return 1
+    if args.shard is not None:
+        n_all, cases = len(cases), args.shard.select(cases)
+        print(f"abdoseg: shard {args.shard}: {len(cases)} of {n_all} case(s)", file=sys.stderr)
+        if not cases:
+            return 0
     args.output.mkdir(parents=True, exist_ok=True)
 
     failures = 0
