@@ -24,8 +24,7 @@ $(VENV)/.stamp-eval: $(VENV)/.stamp requirements-eval.txt
 	touch $@
 venv-eval: $(VENV)/.stamp-eval
 
-$(DEV)/.stamp: requirements.txt requirements-train.txt requirements-cohort.txt requirements-dev.txt requirements-eval.txt \
-		requirements-dicom.txt requirements-preview.txt
+$(DEV)/.stamp: requirements.txt requirements-train.txt requirements-cohort.txt requirements-dev.txt requirements-eval.txt
 	$(PYTHON) -m venv $(DEV)
 	$(DEV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@

@@ -2,6 +2,7 @@
 # FLARE entrypoint (POSIX sh: the harness runs `sh predict.sh`).
 #   sh predict.sh [INPUT_DIR] [OUTPUT_DIR]   defaults: /workspace/inputs /workspace/outputs
 # Extra options for `python -m inference` may follow the two folders. Uses ./.venv when present.
+# The folders are passed as --input=DIR/--output=DIR, so a name starting with '-' is never read as an option.
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 IN=${1:-/workspace/inputs}
@@ -9,4 +10,4 @@ OUT=${2:-/workspace/outputs}
 [ $# -gt 0 ] && shift
 [ $# -gt 0 ] && shift
 if [ -x "$HERE/.venv/bin/python" ]; then PY="$HERE/.venv/bin/python"; else PY=python3; fi
-PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -m inference -i "$IN" -o "$OUT" "$@"
+PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -m inference "--input=$IN" "--output=$OUT" "$@"

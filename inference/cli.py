@@ -4,8 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from inference.resources import gpu_present, usable_cpus
@@ -91,7 +93,7 @@ def _announce(predictor, device: str) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from inference.io import InputError, find_cases
+    from inference.io import check_case, failure_reason, find_cases, shown
     from inference.pipeline import Predictor, StageClock
     from inference.resources import gpu_memory_mb, peak_rss_mb
 
@@ -115,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor.load(args.card, args.model, args.runtime, threads, device, args.cache_dir, background=True)
     cases, ignored = find_cases(args.input)
     for p in ignored:
-        print(f"abdoseg: note: ignoring {p.name} (not <case>_0000.nii.gz/.nii/.mha/.nrrd)", file=sys.stderr)
+        print(f"abdoseg: note: ignoring {shown(p.name)} (not <case>_0000.nii.gz/.nii/.mha/.nrrd)", file=sys.stderr)
     if not cases:
         print(f"abdoseg: error: {args.input}: no <case>_0000 scans found", file=sys.stderr)
         return 1
@@ -129,15 +131,17 @@ def run(args: argparse.Namespace) -> int:
     failures = 0
     for case in cases:
         clock = StageClock()
-        record: dict = {"case": case.name, "input": str(case.path)}
+        record: dict = {"case": case.label, "input": shown(case.path)}
+        out_path = case.output_path(args.output)
         try:
-            size = predictor.predict_file(case.path, case.output_path(args.output), clock)
-            record.update(status="ok", input_size=list(size), output=str(case.output_path(args.output)))
+            check_case(case, out_path, args.input)
+            size = predictor.predict_file(case.path, out_path, clock)
+            record.update(status="ok", input_size=list(size), output=shown(out_path))
         except ModelLoadError:
             raise  # not the case's fault: stop with one line (main)
-        except (InputError, MemoryError, RuntimeError, ValueError, OSError) as e:
+        except Exception as e:  # noqa: BLE001 - whatever one scan provokes, the other cases go on
             failures += 1
-            record.update(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+            record.update(status="failed", error=failure_reason(e, case.path) + _drop_stale(out_path, args.input))
         if case is cases[0]:
             _announce(predictor, device)
         record.update(runtime=predictor.session.description, device=device,
@@ -158,13 +162,50 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _drop_stale(out_path: Path, in_dir: Path) -> str:
+    """A failed case leaves no output: remove an earlier run's (never an input); a note for the case's line."""
+    from inference.io import remove_stale_output, shown
+
+    try:
+        removed = remove_stale_output(out_path, in_dir)
+    except OSError as e:
+        return f"; could not remove the stale {shown(out_path.name)} of an earlier run ({e.strerror})"
+    return f"; removed the stale {shown(out_path.name)} of an earlier run" if removed else ""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered as an interrupt so that it takes SIGINT's path (temporary files removed, one line)."""
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    def interrupt(signum, frame):
+        raise Terminated(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads is not None and args.threads < 1:
         print(f"abdoseg: error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
         return 2
     try:
-        return run(args)
+        with _sigterm_as_interrupt():
+            return run(args)
     except (ValueError, OSError, ImportError, ModelLoadError) as e:  # card/model/runtime problems: one line
         print(f"abdoseg: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # SIGINT or SIGTERM: the case in progress left nothing behind
+        signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+        print(f"abdoseg: stopped by {signal.Signals(signum).name}; the case in progress has no output",
+              file=sys.stderr)
+        return 128 + signum
