@@ -127,7 +127,7 @@ def failure_reason(error: BaseException, path: Path) -> str:
     if isinstance(error, MemoryError):
         return f"{shown(path)}: not enough memory to segment this scan"
     lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
-    lines = [ln for ln in lines if not re.match(r"^(Exception from \S+:\d+:?|Check '.*' failed at \S+)$", ln)]
+    lines = [ln for ln in lines if not re.search(r"(^Exception from |^Check '.*' failed at |:\d+:?$)", ln)]
     reason = lines[0] if lines else type(error).__name__
     if isinstance(error, (InputError, OutputError)) and reason.startswith(shown(path)):
         return reason
@@ -420,6 +420,8 @@ def nifti_header(grid: Grid) -> bytes:
         sitk.WriteImage(probe, name)
         written = Grid.of(sitk.ReadImage(name))
         raw = Path(name).read_bytes()
+    except RuntimeError as e:
+        raise OutputError(f"SimpleITK could not make the NIfTI header ({_itk_reason(e)})") from e
     finally:
         os.unlink(name)
     if raw[:4] != _NIFTI1_LITTLE_ENDIAN or len(raw) != _NIFTI_HEADER_BYTES + 8:
