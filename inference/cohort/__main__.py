@@ -1,0 +1,5 @@
+import sys
+
+from inference.cohort.cli import main
+
+sys.exit(main())
