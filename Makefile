@@ -18,13 +18,15 @@ $(VENV)/.stamp: requirements.txt
 	touch $@
 venv: $(VENV)/.stamp
 
-# Scoring in the runtime venv (the [eval] extra: scipy etc.), so `make demo` scores without the dev venv.
-$(VENV)/.stamp-eval: $(VENV)/.stamp requirements-eval.txt
-	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-eval.txt
+# The demo's extras in the runtime venv: scoring ([eval]: scipy etc.) and previews ([preview]: Pillow), so `make demo`
+# scores without the dev venv. The container image installs neither.
+$(VENV)/.stamp-eval: $(VENV)/.stamp requirements-eval.txt requirements-preview.txt
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-eval.txt -r requirements-preview.txt
 	touch $@
 venv-eval: $(VENV)/.stamp-eval
 
-$(DEV)/.stamp: requirements.txt requirements-train.txt requirements-cohort.txt requirements-dev.txt requirements-eval.txt
+$(DEV)/.stamp: requirements.txt requirements-train.txt requirements-cohort.txt requirements-dev.txt requirements-eval.txt \
+		requirements-dicom.txt requirements-preview.txt
 	$(PYTHON) -m venv $(DEV)
 	$(DEV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@
@@ -32,8 +34,10 @@ venv-dev: $(DEV)/.stamp
 
 demo: venv venv-eval
 	rm -rf $(DEMO_OUT)
-	./predict.sh $(SAMPLES) $(DEMO_OUT) --log $(DEMO_OUT).jsonl
+	./predict.sh $(SAMPLES) $(DEMO_OUT) --log $(DEMO_OUT).jsonl --statistics --preview
 	@ls -l $(DEMO_OUT)
+	@echo "label maps $(DEMO_OUT)/<case>.nii.gz, statistics $(DEMO_OUT)/<case>.json, previews $(DEMO_OUT)/<case>.png:"
+	@ls $(DEMO_OUT)/*.json $(DEMO_OUT)/*.png
 	PYTHONPATH=. $(VENV)/bin/python -m evaluation evaluate --pred $(DEMO_OUT) --gt tests/data/flare21/labelsTr
 
 test: venv venv-dev

@@ -10,6 +10,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from inference.outputs import ExtraOutputs, add_output_options, predict_case
+from inference.progress import progress
 from inference.resources import gpu_present, usable_cpus
 from inference.runtime import ModelLoadError
 
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", type=_shard_arg, default=None, metavar="INDEX/COUNT",
                    help="segment only shard INDEX of COUNT: cases sorted by name, every COUNT-th from INDEX "
                    "(e.g. a Kubernetes Indexed Job: --shard $JOB_COMPLETION_INDEX/N)")
+    add_output_options(p)  # --output-type, --statistics, --preview (inference.outputs)
     return p
 
 
@@ -129,13 +132,13 @@ def run(args: argparse.Namespace) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
 
     failures = 0
-    for case in cases:
+    for case in progress(cases):
         clock = StageClock()
         record: dict = {"case": case.label, "input": shown(case.path)}
         out_path = case.output_path(args.output)
         try:
             check_case(case, out_path, args.input)
-            size = predictor.predict_file(case.path, out_path, clock)
+            size = predict_case(predictor, case, args.output, clock, ExtraOutputs.from_args(args))
             record.update(status="ok", input_size=list(size), output=shown(out_path))
         except ModelLoadError:
             raise  # not the case's fault: stop with one line (main)

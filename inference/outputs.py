@@ -1,0 +1,155 @@
+"""One case end to end with the optional outputs: statistics JSON, preview PNG, DICOM-SEG, RTSTRUCT.
+
+`predict_case` is what the command line calls per case. A scan file goes through `Predictor.predict_file`
+unchanged; the extra outputs are then made from the label map just written and the scan (read once more: ~0.1-0.5 s,
+paid only when an extra output is asked for). A DICOM series folder (inference.dicom) is read into an image,
+segmented in memory, and written as the output types ask. Every file is written atomically beside the label map.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from inference.labels import FLARE21_LABELS
+
+# numpy, SimpleITK and inference.io are imported inside the functions: the command line imports this module for its
+# options, before the runtime starts opening in the background.
+
+OUTPUT_TYPES = ("nifti", "dicom-seg", "rtstruct")
+DICOM_TYPES = ("dicom-seg", "rtstruct")
+
+
+@dataclass(frozen=True)
+class ExtraOutputs:
+    """What to write per case besides (or instead of) the NIfTI label map."""
+
+    types: tuple[str, ...] = ("nifti",)
+    statistics: bool = False
+    preview: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "ExtraOutputs":
+        types = tuple(dict.fromkeys(getattr(args, "output_type", None) or ("nifti",)))
+        return cls(types, bool(getattr(args, "statistics", False)), bool(getattr(args, "preview", False)))
+
+    @property
+    def needs_images(self) -> bool:
+        return self.statistics or self.preview or any(t in DICOM_TYPES for t in self.types)
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """The command line options of this module."""
+    parser.add_argument("--output-type", nargs="+", choices=OUTPUT_TYPES, default=None, metavar="TYPE",
+                        help="nifti (<case>.nii.gz), dicom-seg (<case>.seg.dcm), rtstruct (<case>.rtstruct.dcm); "
+                        "several allowed; the DICOM types need a DICOM series input and the [dicom] extra "
+                        "(default: nifti)")
+    parser.add_argument("--statistics", action="store_true",
+                        help="also write <case>.json: per organ volume (ml), HU mean/std/min/max, bounding box and "
+                        "centroid (mm, patient coordinates)")
+    parser.add_argument("--preview", action="store_true",
+                        help="also write <case>.png: three planes through the organs with contours ([preview] extra)")
+
+
+def predict_case(predictor, case, out_dir: Path, clock, extras: ExtraOutputs) -> tuple[int, ...]:
+    """Segment one case (an inference.io.Case) and write every output asked for; returns the input size (x,y,z)."""
+    import SimpleITK as sitk
+
+    from inference.io import read_header, read_voxels
+    out_dir = Path(out_dir)
+    if case.path.is_dir():
+        return _predict_series(predictor, case, out_dir, clock, extras)
+    size = predictor.predict_file(case.path, case.output_path(out_dir), clock)
+    if not extras.needs_images:
+        return size
+    skipped = [t for t in extras.types if t in DICOM_TYPES]
+    if skipped:
+        print(f"abdoseg: note: {case.name}: {', '.join(skipped)} need a DICOM series input; "
+              f"wrote the NIfTI label map only", file=sys.stderr)
+    image = read_voxels(read_header(case.path))
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(case.output_path(out_dir))))
+    write_extras(case.name, image, labels, out_dir, ExtraOutputs(("nifti",), extras.statistics, extras.preview))
+    clock.lap("extras")
+    return size
+
+
+def _predict_series(predictor, case, out_dir: Path, clock, extras: ExtraOutputs) -> tuple[int, ...]:
+    """A DICOM series folder: read (inference.dicom), segment in memory, write the asked-for outputs."""
+    from inference.dicom import read_series
+    from inference.io import write_labels_atomic
+    from inference.scan import Grid
+
+    series = read_series(case.path)
+    for note in series.notes:
+        print(f"abdoseg: note: {case.path}: {note}", file=sys.stderr)
+    clock.lap("read")
+    labels = predictor.segment_image(series.image, clock)
+    if "nifti" in extras.types:
+        write_labels_atomic(labels, Grid.of(series.image), case.output_path(out_dir))
+    clock.lap("write")
+    if extras.needs_images:
+        write_extras(case.name, series.image, labels, out_dir, extras, series)
+        clock.lap("extras")
+    return series.image.GetSize()
+
+
+def write_extras(name: str, image, labels, out_dir: Path, extras: ExtraOutputs, series=None) -> list[Path]:
+    """Statistics, preview and DICOM outputs of one case: `image` a SimpleITK image, `labels` its (z,y,x) label
+    array; `series` the inference.dicom.Series it came from (DICOM outputs need it)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from inference.scan import Grid
+    written = []
+    grid = Grid.of(image)
+    volumes = None
+    if extras.statistics:
+        from inference.statistics import case_statistics
+
+        stats = {"case": name, **case_statistics(labels, sitk.GetArrayViewFromImage(image), grid)}
+        volumes = {o["label"]: o["volume_ml"] for o in stats["organs"].values()}
+        written.append(atomic_write(out_dir / f"{name}.json",
+                                    lambda p: p.write_text(_json_text(stats))))
+    if extras.preview:
+        from inference.preview import write_preview
+
+        if volumes is None:
+            counts = np.bincount(labels.ravel(), minlength=len(FLARE21_LABELS))
+            volumes = {k: float(counts[k]) * float(np.prod(grid.spacing)) / 1000 for k in FLARE21_LABELS if k}
+        label_image = sitk.GetImageFromArray(np.asarray(labels, np.uint8))
+        label_image.CopyInformation(image)
+        written.append(atomic_write(out_dir / f"{name}.png",
+                                    lambda p: write_preview(image, label_image, p, f"{name}: abdoseg", volumes)))
+    if series is not None:
+        from inference.dicom_out import write_dicom_outputs
+
+        written += write_dicom_outputs(series, labels, out_dir, name, extras.types, atomic_write)
+    return written
+
+
+def _json_text(data: dict) -> str:
+    """Indented JSON with each list of numbers on one line."""
+    text = json.dumps(data, indent=1)
+    return re.sub(r"\[\s+([-\d.e,\s]+?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text) + "\n"
+
+
+def atomic_write(out_path: Path, write: Callable[[Path], object]) -> Path:
+    """Call `write(tmp)` on a temporary file beside `out_path`, then rename it into place (nothing partial stays)."""
+    out_path = Path(out_path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=out_path.suffix, dir=out_path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out_path
+

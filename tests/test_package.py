@@ -1,0 +1,86 @@
+"""The installable command: pyproject pins agree with the requirements files; `pip install .` into a fresh venv gives
+an `abdoseg` command that segments and scores a bundled scan from outside the source tree."""
+from __future__ import annotations
+
+import os
+import shutil
+import site
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from tests.conftest import ROOT, real_image, real_label
+
+PACKAGE_PARTS = ("pyproject.toml", "README.md", "inference", "evaluation", "training", "weights")
+
+
+def _requirement_lines(path: Path) -> set[str]:
+    """Pinned requirements of one file, without the files it includes (-r)."""
+    lines = (ln.split("#")[0].strip() for ln in path.read_text().splitlines())
+    return {ln for ln in lines if ln and not ln.startswith("-")}
+
+
+def test_pyproject_pins_match_requirements_files():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert set(project["dependencies"]) == _requirement_lines(ROOT / "requirements.txt")
+    extras = project["optional-dependencies"]
+    assert {"train", "eval", "dicom", "preview"} <= set(extras)
+    for name, pins in extras.items():
+        assert set(pins) == _requirement_lines(ROOT / f"requirements-{name}.txt"), name
+    assert "torch" not in " ".join(project["dependencies"])  # the runtime stays torch-free
+
+
+def _fresh_venv(tmp: Path) -> Path:
+    """A new venv whose own site-packages comes first and which sees this interpreter's packages through a .pth
+    (pip, setuptools and the dependencies: `pip install --no-deps` needs no network; the project is installed for real)."""
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)  # pip: this one's
+    purelib = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    (Path(purelib) / "_abdoseg_test_deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    return venv
+
+
+def test_pip_install_gives_a_working_abdoseg_command(tmp_path):
+    src = tmp_path / "src"  # a copy: the build writes build/ and *.egg-info beside pyproject.toml
+    src.mkdir()
+    for part in PACKAGE_PARTS:
+        if (ROOT / part).is_dir():
+            shutil.copytree(ROOT / part, src / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(ROOT / part, src / part)
+    venv = _fresh_venv(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+
+    def run(*cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+
+    pip = run(str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+              "--no-index", str(src))
+    assert pip.returncode == 0, pip.stderr
+    abdoseg = venv / "bin" / "abdoseg"
+    where = run(str(venv / "bin" / "python"), "-c", "import inference, weights; print(inference.__file__)")
+    assert where.stdout.startswith(str(venv)), where.stdout + where.stderr  # the installed copy, not the source
+
+    helped = run(str(abdoseg), "--help")
+    assert helped.returncode == 0 and all(s in helped.stdout for s in ("predict", "evaluate", "efficiency", "train",
+                                                                       "export"))
+    inputs, outputs = work / "in", work / "out"
+    inputs.mkdir()
+    shutil.copy(real_image("abdpelvis3mm"), inputs)
+    predicted = run(str(abdoseg), "predict", "-i", str(inputs), "-o", str(outputs), "--runtime", "onnxruntime")
+    assert predicted.returncode == 0, predicted.stderr
+    out, ref = sitk.ReadImage(str(outputs / "abdpelvis3mm.nii.gz")), sitk.ReadImage(str(real_image("abdpelvis3mm")))
+    assert out.GetSize() == ref.GetSize() and out.GetOrigin() == ref.GetOrigin()
+
+    gt = work / "gt"
+    gt.mkdir()
+    shutil.copy(real_label("abdpelvis3mm"), gt)
+    scored = run(str(abdoseg), "evaluate", "--pred", str(outputs), "--gt", str(gt))
+    assert scored.returncode == 0, scored.stderr
+    assert "liver" in scored.stdout and "1 cases" in scored.stdout
