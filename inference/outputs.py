@@ -82,26 +82,31 @@ def predict_case(predictor, case, out_dir: Path, clock, extras: ExtraOutputs) ->
 def _predict_series(predictor, case, out_dir: Path, clock, extras: ExtraOutputs) -> tuple[int, ...]:
     """A DICOM series folder: read (inference.dicom), segment in memory, write the asked-for outputs."""
     from inference.dicom import read_series
-    from inference.io import write_labels_atomic
+    from inference.io import shown, write_labels_atomic
     from inference.scan import Grid
 
     series = read_series(case.path)
     for note in series.notes:
-        print(f"abdoseg: note: {case.path}: {note}", file=sys.stderr)
+        print(f"abdoseg: note: {shown(case.path)}: {note}", file=sys.stderr)
+    sources = None
+    if any(t in DICOM_TYPES for t in extras.types):  # checked before segmenting: the outputs must reference them
+        from inference.dicom_out import source_datasets
+
+        sources = source_datasets(series.files)
     clock.lap("read")
     labels = predictor.segment_image(series.image, clock)
     if "nifti" in extras.types:
         write_labels_atomic(labels, Grid.of(series.image), case.output_path(out_dir))
     clock.lap("write")
     if extras.needs_images:
-        write_extras(case.name, series.image, labels, out_dir, extras, series)
+        write_extras(case.name, series.image, labels, out_dir, extras, sources)
         clock.lap("extras")
     return series.image.GetSize()
 
 
-def write_extras(name: str, image, labels, out_dir: Path, extras: ExtraOutputs, series=None) -> list[Path]:
+def write_extras(name: str, image, labels, out_dir: Path, extras: ExtraOutputs, sources=None) -> list[Path]:
     """Statistics, preview and DICOM outputs of one case: `image` a SimpleITK image, `labels` its (z,y,x) label
-    array; `series` the inference.dicom.Series it came from (DICOM outputs need it)."""
+    array; `sources` the source slices' pydicom headers (inference.dicom_out.source_datasets; DICOM outputs)."""
     import numpy as np
     import SimpleITK as sitk
 
@@ -126,10 +131,10 @@ def write_extras(name: str, image, labels, out_dir: Path, extras: ExtraOutputs, 
         label_image.CopyInformation(image)
         written.append(atomic_write(out_dir / f"{name}.png",
                                     lambda p: write_preview(image, label_image, p, f"{name}: abdoseg", volumes)))
-    if series is not None:
+    if sources is not None:
         from inference.dicom_out import write_dicom_outputs
 
-        written += write_dicom_outputs(series, labels, out_dir, name, extras.types, atomic_write)
+        written += write_dicom_outputs(sources, labels, out_dir, name, extras.types, atomic_write)
     return written
 
 
