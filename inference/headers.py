@@ -25,7 +25,7 @@ MAX_DIMENSION = 32767
 #: Deflate cannot expand its input more than ~1032:1; a compressed payload claiming more is a bomb.
 MAX_DEFLATE_RATIO = 1032
 _CHUNK = 1 << 24
-_HEADER_LIMIT = 1 << 16  # bytes of text header read at most (MetaImage, NRRD)
+_HEADER_LIMIT = 1 << 20  # bytes of text header read at most (MetaImage, NRRD)
 
 
 class HeaderError(ValueError):
@@ -223,9 +223,10 @@ def _metaimage_claim(path: Path) -> Claim | None:
         if offset < 0:  # -1: the data are at the file's end (ITK computes the offset)
             data_path = None
     compressed = fields.get("compresseddata", "false").lower() == "true"
+    binary = fields.get("binarydata", "true").lower() == "true"
     return Claim(size=size, spacing=_floats(spacing) if spacing else None,
                  bytes_per_voxel=per_voxel * channels if per_voxel else None, data_path=data_path, offset=offset,
-                 encoding="zlib" if compressed else "raw", element_type=element or None)
+                 encoding=("zlib" if compressed else "raw") if binary else "other", element_type=element or None)
 
 
 # --- NRRD --------------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from inference.headers import GZIP_MAGIC, HeaderError, check_claim, inflated_size, read_claim
+from inference.headers import GZIP_MAGIC, MAX_VOXELS, HeaderError, check_claim, inflated_size, read_claim
 from inference.scan import Grid
 
 #: `<case>_0000.<ext>`: the FLARE naming of the (single) CT channel. Any character may be part of <case>.
@@ -73,19 +73,14 @@ def find_cases(in_dir: Path) -> tuple[list[Case], list[Path]]:
     """Cases named `<case>_0000.{nii.gz,nii,mha,nrrd}` in `in_dir` (sorted by name), and the other files ignored.
 
     Everything named like a scan is a case, also a dangling symbolic link or a link loop (it then fails with its
-    reason); folders are ignored unless they hold a DICOM series (inference.dicom: the folder is the case). A case
-    with inputs in several formats is one case with a `problem`.
+    reason); only folders are ignored. A case with inputs in several formats is one case with a `problem`.
     """
-    from inference.dicom import is_series_folder, series_case_name
-
     found: dict[str, list[Path]] = {}
     ignored = []
     for p in sorted(Path(in_dir).iterdir()):
         m = CASE_PATTERN.match(p.name)
         if m and not p.is_dir():
             found.setdefault(m["case"], []).append(p)
-        elif is_series_folder(p):  # a DICOM series folder is a case too (inference.dicom)
-            found.setdefault(series_case_name(p), []).append(p)
         elif not p.name.startswith("."):
             ignored.append(p)
     cases = []
@@ -293,6 +288,9 @@ def _check_itk_header(path: Path, reader: sitk.ImageFileReader) -> None:
         raise InputError(f"{shown(path)}: {pixel} pixels, expected real CT intensities")
     if min(reader.GetSize()) < 1:
         raise InputError(f"{shown(path)}: empty image of size {reader.GetSize()}")
+    if int(np.prod(reader.GetSize(), dtype=np.int64)) > MAX_VOXELS:  # also when inference.headers could not parse it
+        raise InputError(f"{shown(path)}: {'x'.join(map(str, reader.GetSize()))} voxels, more than the maximum "
+                         f"{MAX_VOXELS:,} (2^28) this product accepts")
     spacing = reader.GetSpacing()
     if not all(np.isfinite(spacing)) or min(spacing) <= 0:
         raise InputError(f"{shown(path)}: invalid spacing {spacing}")

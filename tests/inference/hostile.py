@@ -53,14 +53,14 @@ def nifti_bomb(path: Path, folder: Path, size=BOMB_SIZE) -> Path:
 
 
 def metaimage(path: Path, size=(10, 12, 8), element="MET_SHORT", spacing="1 1 2", payload: bytes | None = None,
-              compressed: bool = False, extra: str = "", direction="1 0 0 0 1 0 0 0 1") -> Path:
+              compressed: bool = False, extra: str = "", direction="1 0 0 0 1 0 0 0 1", binary: bool = True) -> Path:
     """A MetaImage .mha with a hand-written header (any claim) and the given payload (default: matching zeros)."""
     n = int(np.prod(size))
     if payload is None:
         payload = np.zeros(n, np.int16).tobytes()
         if compressed:
             payload = zlib.compress(payload)
-    lines = ["ObjectType = Image", "NDims = 3", "BinaryData = True", "BinaryDataByteOrderMSB = False",
+    lines = ["ObjectType = Image", "NDims = 3", f"BinaryData = {binary}", "BinaryDataByteOrderMSB = False",
              f"CompressedData = {compressed}", f"TransformMatrix = {direction}", "Offset = 0 0 0",
              f"ElementSpacing = {spacing}", f"DimSize = {' '.join(str(s) for s in size)}", f"ElementType = {element}"]
     if compressed:

@@ -181,3 +181,20 @@ def test_headers_of_real_writers_pass(tmp_path):
             np.testing.assert_array_equal(read_array(read_header(path)),
                                           sitk.GetArrayFromImage(hostile.small_scan()))
     os.sync()
+
+
+def test_bomb_behind_an_overlong_header_is_still_capped(tmp_path):
+    """A header too long for the raw parser goes to ITK, whose size is held to the same cap before any read."""
+    path = hostile.metaimage(tmp_path / "long_0000.mha", size=hostile.BOMB_SIZE, payload=b"\0" * 64,
+                             extra="\n".join(f"Comment{i} = {'x' * 1000}" for i in range(1100)))
+    assert path.stat().st_size > 2**20
+    _refused(path, "more than the maximum")
+
+
+def test_ascii_metaimage_is_read(tmp_path):
+    """Text voxels take fewer bytes than the binary type: no length check applies to them."""
+    values = np.arange(-12, 12, dtype=np.float64).reshape(2, 3, 4)
+    text = (" ".join(f"{v:g}" for v in values.ravel()) + "\n").encode()
+    path = hostile.metaimage(tmp_path / "text_0000.mha", size=(4, 3, 2), element="MET_DOUBLE", payload=text,
+                             binary=False)
+    np.testing.assert_array_equal(read_array(read_header(path)), values)
