@@ -63,6 +63,14 @@ class NnUNet2D(nn.Module):
         return outputs[::-1] if self.deep_supervision else outputs[-1]
 
 
-def build(n_classes: int = 5, width: float = 1.0, in_channels: int = 1) -> NnUNet2D:
-    """nnU-Net's 2D U-Net for 512×512 slices at `width` × its feature counts."""
-    return NnUNet2D(n_classes, width, in_channels)
+def plan_stages(patch: int = 512, min_size: int = 4) -> int:
+    """Resolutions nnU-Net plans for a square patch: pool while the map stays >= 2·`min_size` (512 → 8)."""
+    stages = 1
+    while patch % 2 == 0 and patch // 2 >= min_size:
+        patch, stages = patch // 2, stages + 1
+    return stages
+
+
+def build(n_classes: int = 5, width: float = 1.0, in_channels: int = 1, patch: int = 512) -> NnUNet2D:
+    """nnU-Net's 2D U-Net planned for `patch`×`patch` slices (512: the paper's) at `width` × its feature counts."""
+    return NnUNet2D(n_classes, width, in_channels, plan_stages(patch))
