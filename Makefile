@@ -39,6 +39,9 @@ demo: venv venv-eval
 	@echo "label maps $(DEMO_OUT)/<case>.nii.gz, statistics $(DEMO_OUT)/<case>.json, previews $(DEMO_OUT)/<case>.png:"
 	@ls $(DEMO_OUT)/*.json $(DEMO_OUT)/*.png
 	PYTHONPATH=. $(VENV)/bin/python -m evaluation evaluate --pred $(DEMO_OUT) --gt tests/data/flare21/labelsTr
+	@echo "DICOM series input (each folder of tests/data/dicom is a case) -> $(DEMO_OUT)/dicom/:"
+	./predict.sh tests/data/dicom $(DEMO_OUT)/dicom --statistics --preview
+	@ls -l $(DEMO_OUT)/dicom
 
 test: venv venv-dev
 	$(DEV)/bin/python -m pytest -q tests

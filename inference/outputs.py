@@ -46,15 +46,48 @@ class ExtraOutputs:
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
     """The command line options of this module."""
-    parser.add_argument("--output-type", nargs="+", choices=OUTPUT_TYPES, default=None, metavar="TYPE",
+    parser.add_argument("--output-type", nargs="+", type=_output_type, default=None, metavar="TYPE",
                         help="nifti (<case>.nii.gz), dicom-seg (<case>.seg.dcm), rtstruct (<case>.rtstruct.dcm); "
                         "several allowed; the DICOM types need a DICOM series input and the [dicom] extra "
                         "(default: nifti)")
     parser.add_argument("--statistics", action="store_true",
                         help="also write <case>.json: per organ volume (ml), HU mean/std/min/max, bounding box and "
                         "centroid (mm, patient coordinates)")
-    parser.add_argument("--preview", action="store_true",
+    parser.add_argument("--preview", action=_PreviewFlag, nargs=0, default=False,
                         help="also write <case>.png: three planes through the organs with contours ([preview] extra)")
+
+
+#: The modules each optional output needs, and the pip extra that installs them.
+_NEEDS = {"dicom-seg": (("pydicom", "highdicom"), "dicom"), "rtstruct": (("pydicom", "highdicom", "contourpy"), "dicom"),
+          "preview": (("PIL",), "preview")}
+
+
+def _missing(what: str) -> str | None:
+    """None when `what` can be written here, else why not (checked once, when the options are parsed)."""
+    import importlib.util
+
+    modules, extra = _NEEDS.get(what, ((), ""))
+    absent = [m for m in modules if importlib.util.find_spec(m) is None]
+    if not absent:
+        return None
+    return f"{what} needs {', '.join(absent)}: pip install 'abdoseg[{extra}]' (or -r requirements-{extra}.txt)"
+
+
+def _output_type(text: str) -> str:
+    if text not in OUTPUT_TYPES:
+        raise argparse.ArgumentTypeError(f"invalid choice {text!r} (choose from {', '.join(OUTPUT_TYPES)})")
+    if (why := _missing(text)) is not None:
+        raise argparse.ArgumentTypeError(why)
+    return text
+
+
+class _PreviewFlag(argparse.Action):
+    """--preview, refused at parse time when Pillow is missing (rather than failing every case)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if (why := _missing("preview")) is not None:
+            parser.error(why)
+        setattr(namespace, self.dest, True)
 
 
 def predict_case(predictor, case, out_dir: Path, clock, extras: ExtraOutputs) -> tuple[int, ...]:

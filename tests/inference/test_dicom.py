@@ -220,3 +220,15 @@ def test_cli_dicom_case_with_every_output(tmp_path, series_with_uids, toy_card_p
     for name in ("upper.seg.dcm", "upper.rtstruct.dcm"):
         ds = pydicom.dcmread(outputs / name)
         assert ds.StudyInstanceUID == pydicom.dcmread(series.files[0]).StudyInstanceUID
+
+
+def test_missing_extra_is_refused_when_the_options_are_parsed(monkeypatch, capsys):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("highdicom", "PIL")
+                        else find_spec(name, *a))
+    for option, extra in ((["--output-type", "nifti", "dicom-seg"], "dicom"), (["--preview"], "preview")):
+        with pytest.raises(SystemExit) as e:
+            main(["-i", "in", "-o", "out", *option])
+        assert e.value.code == 2 and f"pip install 'abdoseg[{extra}]'" in capsys.readouterr().err
