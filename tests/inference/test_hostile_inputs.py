@@ -1,6 +1,5 @@
 """Issue 11, reading: memory bombs, silent wrong answers and valid oddities, each one InputError naming the file."""
 import gzip
-import os
 import resource
 import subprocess
 import sys
@@ -80,6 +79,22 @@ def test_bombs_never_allocate_their_claim(tmp_path):
                          preexec_fn=cap)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.count("REFUSED") == len(paths), res.stdout
+
+
+def test_bombs_are_refused_before_the_runtime_compiles_for_their_shape(tmp_path, toy_card_path, monkeypatch):
+    """OpenVINO compiles for a scan's shape while the voxels are read: a refused header must not get that far."""
+    from inference.pipeline import Predictor
+
+    predictor = Predictor.load(toy_card_path, runtime="onnxruntime")
+    shapes = []
+    monkeypatch.setattr(Predictor, "_prepare", lambda self, shape, *rest: shapes.append(shape))
+    for path in _bombs(tmp_path):
+        with pytest.raises(InputError):
+            predictor.predict_file(path, tmp_path / "out.nii.gz")
+    assert shapes == []
+    sitk.WriteImage(hostile.small_scan(), str(tmp_path / "ok_0000.nii.gz"))
+    predictor.predict_file(tmp_path / "ok_0000.nii.gz", tmp_path / "ok.nii.gz")
+    assert len(shapes) == 1  # the spy sees a valid scan's compile request
 
 
 def test_cap_is_documented():
@@ -180,7 +195,6 @@ def test_headers_of_real_writers_pass(tmp_path):
             sitk.WriteImage(hostile.small_scan(), str(path), compress)
             np.testing.assert_array_equal(read_array(read_header(path)),
                                           sitk.GetArrayFromImage(hostile.small_scan()))
-    os.sync()
 
 
 def test_bomb_behind_an_overlong_header_is_still_capped(tmp_path):
