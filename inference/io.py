@@ -73,14 +73,19 @@ def find_cases(in_dir: Path) -> tuple[list[Case], list[Path]]:
     """Cases named `<case>_0000.{nii.gz,nii,mha,nrrd}` in `in_dir` (sorted by name), and the other files ignored.
 
     Everything named like a scan is a case, also a dangling symbolic link or a link loop (it then fails with its
-    reason); only folders are ignored. A case with inputs in several formats is one case with a `problem`.
+    reason); folders are ignored unless they hold a DICOM series (inference.dicom: the folder is the case). A case
+    with inputs in several formats is one case with a `problem`.
     """
+    from inference.dicom import is_series_folder, series_case_name
+
     found: dict[str, list[Path]] = {}
     ignored = []
     for p in sorted(Path(in_dir).iterdir()):
         m = CASE_PATTERN.match(p.name)
         if m and not p.is_dir():
             found.setdefault(m["case"], []).append(p)
+        elif is_series_folder(p):  # a DICOM series folder is a case too (inference.dicom)
+            found.setdefault(series_case_name(p), []).append(p)
         elif not p.name.startswith("."):
             ignored.append(p)
     cases = []
