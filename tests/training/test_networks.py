@@ -11,6 +11,14 @@ from training.networks.onnx_export import slices_onnx_bytes
 TINY = {"vgg13_unet_ds": (1 / 16, (64, 48)), "nnunet2d": (1 / 16, (256, 128)), "hrnet48_ocr": (1 / 16, (64, 96))}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny networks: more threads only contend on a shared 2-core machine
+    yield
+    torch.set_num_threads(threads)
+
+
 def _full_width_parameters(name: str) -> int:
     with torch.device("meta"):  # shapes only: no 70 M-parameter allocation
         return count_parameters(build(name))
