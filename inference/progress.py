@@ -13,16 +13,25 @@ T = TypeVar("T")
 
 
 class _AroundBar:
-    """A text stream that writes above the progress bar."""
+    """A text stream that writes whole lines above the progress bar (print() writes the text and the newline in
+    two calls: written one by one, the redrawn bar would overwrite the text)."""
 
     def __init__(self, stream: TextIO, bar_class) -> None:
-        self._stream, self._bar_class = stream, bar_class
+        self._stream, self._bar_class, self._pending = stream, bar_class, ""
 
     def write(self, text: str) -> int:
-        with self._bar_class.external_write_mode(file=self._stream):
-            n = self._stream.write(text)
-            self._stream.flush()
-        return n
+        self._pending += text
+        if "\n" in self._pending:
+            lines, self._pending = self._pending.rsplit("\n", 1)
+            with self._bar_class.external_write_mode(file=self._stream):
+                self._stream.write(lines + "\n")
+                self._stream.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self.write("\n")
+        self._stream.flush()
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
@@ -50,5 +59,6 @@ def progress(items: Sequence[T], stream: TextIO | None = None) -> Iterator[T]:
             yield item
             bar.update()
     finally:
+        sys.stderr.flush()
         sys.stderr = saved
         bar.close()

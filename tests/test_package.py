@@ -12,7 +12,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from tests.conftest import ROOT, real_image, real_label
+from tests.conftest import DATA, ROOT, real_image, real_label
 
 PACKAGE_PARTS = ("pyproject.toml", "README.md", "inference", "evaluation", "training", "weights")
 
@@ -73,8 +73,12 @@ def test_pip_install_gives_a_working_abdoseg_command(tmp_path):
     inputs, outputs = work / "in", work / "out"
     inputs.mkdir()
     shutil.copy(real_image("abdpelvis3mm"), inputs)
-    predicted = run(str(abdoseg), "predict", "-i", str(inputs), "-o", str(outputs), "--runtime", "onnxruntime")
+    shutil.copytree(DATA / "dicom" / "ct3slice", inputs / "ct3slice")  # a DICOM series folder is a case too
+    predicted = run(str(abdoseg), "predict", "-i", str(inputs), "-o", str(outputs), "--runtime", "onnxruntime",
+                    "--statistics")
     assert predicted.returncode == 0, predicted.stderr
+    assert {p.name for p in outputs.iterdir()} == {"abdpelvis3mm.nii.gz", "abdpelvis3mm.json", "ct3slice.nii.gz",
+                                                   "ct3slice.json"}
     out, ref = sitk.ReadImage(str(outputs / "abdpelvis3mm.nii.gz")), sitk.ReadImage(str(real_image("abdpelvis3mm")))
     assert out.GetSize() == ref.GetSize() and out.GetOrigin() == ref.GetOrigin()
 
