@@ -8,7 +8,7 @@ stated assumptions (`notes`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -29,6 +29,8 @@ def nnunet_ds_weights(n_outputs: int) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class Recipe2D:
+    """One seed's training recipe (`notes` says where each figure comes from)."""
+
     arch: str
     seed: str
     optimizer: str  # "sgd_nesterov" | "adam"
@@ -47,7 +49,7 @@ class Recipe2D:
     mixed_precision: bool = False  # fp16 autocast on CUDA only
     notes: str = ""
 
-    def optimizer_for(self, params) -> torch.optim.Optimizer:
+    def optimizer_for(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
         if self.optimizer == "sgd_nesterov":
             return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, nesterov=True, weight_decay=self.weight_decay)
         if self.optimizer == "adam":
@@ -59,6 +61,7 @@ class Recipe2D:
         return self.lr if self.poly_power is None else self.lr * (1 - step / max(total, 1)) ** self.poly_power
 
     def loss_fn(self, n_classes: int = N_SLICE_CLASSES) -> "DeepSupervisionLoss":
+        """The recipe's loss over all deep-supervision outputs."""
         if self.loss == "dice_ce":  # soft Dice over the foreground classes (nnU-Net: do_bg=False) + CE
             base: Callable = DiceCELoss(np.r_[0.0, np.full(n_classes - 1, 1 / (n_classes - 1))], ce_weight=1.0)
         elif self.loss == "ce":
@@ -68,6 +71,7 @@ class Recipe2D:
         return DeepSupervisionLoss(base, self.ds_weights)
 
     def make_intensity(self, volumes: list) -> Intensity:
+        """The recipe's HU normalisation (nnU-Net's CT statistics come from `volumes`)."""
         return Intensity(windows=self.windows) if self.intensity == "windows" else Intensity.ct_zscore(volumes)
 
 

@@ -34,6 +34,8 @@ def _conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, relu: bool
 
 
 class BasicBlock(nn.Module):
+    """Two conv3×3-BN with an identity shortcut."""
+
     def __init__(self, c: int) -> None:
         super().__init__()
         self.body = nn.Sequential(_conv_bn(c, c), _conv_bn(c, c, relu=False))
@@ -43,6 +45,8 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
+    """1×1 → 3×3 → 1×1 (×4 channels) with BN, shortcut projected when the width changes."""
+
     def __init__(self, c_in: int, planes: int) -> None:
         super().__init__()
         self.body = nn.Sequential(_conv_bn(c_in, planes, 1), _conv_bn(planes, planes), _conv_bn(planes, 4 * planes, 1, relu=False))
@@ -94,8 +98,9 @@ class ObjectContext(nn.Module):
     def __init__(self, c: int, key: int, dropout: float = 0.05) -> None:
         super().__init__()
         self.key = key
-        self.f_pixel = nn.Sequential(nn.Conv2d(c, key, 1, bias=False), _bn_relu(key), nn.Conv2d(key, key, 1, bias=False), _bn_relu(key))
-        self.f_object = nn.Sequential(nn.Conv2d(c, key, 1, bias=False), _bn_relu(key), nn.Conv2d(key, key, 1, bias=False), _bn_relu(key))
+        two = lambda: nn.Sequential(  # noqa: E731
+            nn.Conv2d(c, key, 1, bias=False), _bn_relu(key), nn.Conv2d(key, key, 1, bias=False), _bn_relu(key))
+        self.f_pixel, self.f_object = two(), two()
         self.f_down = nn.Sequential(nn.Conv2d(c, key, 1, bias=False), _bn_relu(key))
         self.f_up = nn.Sequential(nn.Conv2d(key, c, 1, bias=False), _bn_relu(c))
         self.fuse = nn.Sequential(nn.Conv2d(2 * c, c, 1, bias=False), _bn_relu(c), nn.Dropout2d(dropout))

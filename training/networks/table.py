@@ -9,6 +9,8 @@ from training.networks.flops import spec_gmacs
 
 @dataclass(frozen=True)
 class Row:
+    """One architecture's line of the table."""
+
     name: str
     seed: str
     parameters: int
@@ -34,5 +36,8 @@ def format_table(table: list[Row]) -> str:
     body = [(r.name, r.seed, f"{r.parameters:,}", "" if r.paper_parameters is None else f"{r.paper_parameters:,}",
              f"{r.gmacs:.1f}", "" if r.paper_gflops is None else f"{r.paper_gflops:.1f}", r.geometry) for r in table]
     widths = [max(len(line[i]) for line in (head, *body)) for i in range(len(head))]
-    fmt = lambda line: "  ".join(c.rjust(w) if 2 <= i <= 5 else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths))).rstrip()  # noqa: E731
+
+    def fmt(line: tuple[str, ...]) -> str:  # numbers right-aligned
+        return "  ".join(c.rjust(w) if 2 <= i <= 5 else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths))).rstrip()
+
     return "\n".join([fmt(head), fmt(tuple("-" * w for w in widths)), *map(fmt, body)])
