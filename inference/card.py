@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from inference.labels import KEEP_COMPONENTS
+from inference.labels import KEEP_COMPONENTS, ComponentRule
 from inference.orientation import parse_orientation
 
 CARD_FORMAT = "abdoseg-model-card/1"
@@ -68,6 +68,45 @@ class Window:
 
 
 COBRA_WINDOWS = (Window(level=50.0, width=400.0), Window(level=60.0, width=100.0))
+LOCATOR_WINDOWS = (Window(level=0.0, width=2000.0), Window(level=50.0, width=400.0))
+
+
+@dataclass(frozen=True)
+class LocatorSpec:
+    """The locate stage's contract (inference.locate): a small ONNX network [1,C,Z,Y,X] -> per-slice organ
+    probability [Z], its coarse grid (`spacing` z,y,x mm; `shape_yx` in-plane canvas), windows and the rule
+    that turns probabilities into a z-range. Scans no longer than `skip_below_mm` (None: the segmentation
+    canvas's z extent) are not located. `window_mm`: the z extent handed to the segmentation (None: the
+    canvas's extent in spacing mode, the located region itself in resize mode), centred on the region."""
+
+    model_file: str
+    sha256: str | None
+    spacing: Spacing3 = (8.0, 8.0, 8.0)
+    shape_yx: tuple[int, int] = (64, 64)
+    windows: tuple[Window, ...] = LOCATOR_WINDOWS
+    threshold: float = 0.5
+    margin_mm: float = 30.0
+    skip_below_mm: float | None = None
+    window_mm: float | None = None
+    pad_hu: float = -1024.0
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.spacing) != 3 or min(self.spacing) <= 0 or len(self.shape_yx) != 2 or min(self.shape_yx) < 1:
+            raise CardError(f"locator needs three positive spacings and two positive sizes, got {self.spacing}, {self.shape_yx}")
+        if not 0 < self.threshold < 1 or self.margin_mm < 0:
+            raise CardError(f"locator threshold must lie in (0, 1) and margin_mm >= 0, got {self.threshold}, {self.margin_mm}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LocatorSpec":
+        d = dict(d)
+        try:
+            windows = tuple(Window(float(w["level"]), float(w["width"])) for w in d.pop("windows", []))
+            return cls(spacing=tuple(float(s) for s in d.pop("spacing", (8.0, 8.0, 8.0))),
+                       shape_yx=tuple(int(s) for s in d.pop("shape_yx", (64, 64))),
+                       windows=windows or LOCATOR_WINDOWS, **d)
+        except (KeyError, TypeError) as e:
+            raise CardError(f"malformed locator section: {e!r}") from e
 #: Network classes 0 air, 1 body, 2 liver, 3 kidneys, 4 spleen, 5 pancreas -> FLARE label max(class - 1, 0).
 COBRA_CLASS_TO_LABEL = (0, 0, 1, 2, 3, 4)
 
@@ -84,9 +123,10 @@ class ModelCard:
     windows: tuple[Window, ...] = COBRA_WINDOWS
     orientation: str = "RAS"
     class_to_label: tuple[int, ...] = COBRA_CLASS_TO_LABEL
-    keep_components: dict[int, int] = field(default_factory=lambda: dict(KEEP_COMPONENTS))
+    keep_components: dict[int, int | ComponentRule] = field(default_factory=lambda: dict(KEEP_COMPONENTS))
     network_input: str = "img"
     network_output: str = "output"
+    locator: LocatorSpec | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -100,10 +140,33 @@ class ModelCard:
             raise CardError("a card needs at least one HU window")
         if min(self.class_to_label) < 0 or max(self.class_to_label) > 255:
             raise CardError(f"class_to_label must map to labels 0..255, got {self.class_to_label!r}")
+        try:  # one form in memory: every value a ComponentRule (a card may say just a count)
+            rules = {int(k): ComponentRule.parse(v) for k, v in self.keep_components.items()}
+        except (ValueError, KeyError, TypeError) as e:
+            raise CardError(f"bad keep_components entry: {e}") from e
+        object.__setattr__(self, "keep_components", rules)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_to_label)
+
+    @property
+    def locate_above_mm(self) -> float:
+        """Scans longer than this (z extent, mm) go through the locate stage (inf: never)."""
+        if self.locator is None:
+            return float("inf")
+        if self.locator.skip_below_mm is not None:
+            return self.locator.skip_below_mm
+        g = self.geometry
+        return g.shape[0] * g.spacing[0] if g.mode == "spacing" and g.spacing else float("inf")
+
+    @property
+    def segment_window_mm(self) -> float:
+        """The z extent (mm) the segmentation sees around a located region (0: the region itself)."""
+        if self.locator is not None and self.locator.window_mm is not None:
+            return self.locator.window_mm
+        g = self.geometry
+        return g.shape[0] * g.spacing[0] if g.mode == "spacing" and g.spacing else 0.0
 
     def to_json(self) -> str:
         return card_json(self, CARD_FORMAT)
@@ -123,9 +186,11 @@ class ModelCard:
                 pad_hu=float(g.get("pad_hu", -1024.0)),
             )
             windows = tuple(Window(float(w["level"]), float(w["width"])) for w in d.pop("windows", []))
-            keep = {int(k): int(v) for k, v in d.pop("keep_components", KEEP_COMPONENTS).items()}
+            keep = {int(k): ComponentRule.parse(v) for k, v in d.pop("keep_components", KEEP_COMPONENTS).items()}
+            locator = d.pop("locator", None)
             return cls(
                 geometry=geometry,
+                locator=None if locator is None else LocatorSpec.from_dict(locator),
                 windows=windows or COBRA_WINDOWS,
                 keep_components=keep,
                 class_to_label=tuple(int(c) for c in d.pop("class_to_label", COBRA_CLASS_TO_LABEL)),
@@ -138,7 +203,7 @@ class ModelCard:
 def card_json(card: Any, fmt: str) -> str:
     """A card dataclass as JSON, tagged with its format (keep_components keys as strings, as JSON needs)."""
     d = asdict(card)
-    d["keep_components"] = {str(k): v for k, v in card.keep_components.items()}
+    d["keep_components"] = {str(k): ComponentRule.parse(v).to_json() for k, v in card.keep_components.items()}
     return json.dumps({"format": fmt, **d}, indent=2) + "\n"
 
 
@@ -156,8 +221,19 @@ def card_fields(cls: type, d: dict[str, Any], fmt: str, kind: str) -> dict[str, 
     return d
 
 
-def cobra_card(model_file: str = "cobra_abdomenct1k.onnx") -> ModelCard:
+#: The shipped weights; the `cobra` preset borrows the default card's locator from here.
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+SHIPPED_CARD = WEIGHTS_DIR / "abdoseg_coarse.json"
+#: The COBRA peer resizes the located region, never less than this z extent (mm): the framing of the
+#: abdomen scans it was trained on, measured in benchmarks/bench_long_scans.py.
+COBRA_WINDOW_MM = 350.0
+COBRA_LOCATE_ABOVE_MM = 500.0
+
+
+def cobra_card(model_file: str = "cobra_abdomenct1k.onnx", locator: LocatorSpec | None = None) -> ModelCard:
     """The peer's published format (network only; see ../shared/peers/cobra/README.md)."""
+    if locator is not None:
+        locator = replace(locator, skip_below_mm=COBRA_LOCATE_ABOVE_MM, window_mm=COBRA_WINDOW_MM)
     return ModelCard(
         name="cobra",
         model_file=model_file,
@@ -166,6 +242,7 @@ def cobra_card(model_file: str = "cobra_abdomenct1k.onnx") -> ModelCard:
         geometry=Geometry(mode="resize", shape=(96, 192, 192)),
         network_input="img",
         network_output="output",
+        locator=locator,
         provenance={"source": "COBRA FLARE21 entry (rrr-uom-projects/FLARE21), published ONNX; comparison only"},
     )
 
@@ -173,22 +250,32 @@ def cobra_card(model_file: str = "cobra_abdomenct1k.onnx") -> ModelCard:
 PRESETS = {"cobra": cobra_card}
 
 
-def load_card(spec: str | Path, model_path: Path | None = None) -> tuple[ModelCard, Path]:
-    """Load a card from a JSON path or a preset name; return it with the resolved model path.
-
-    A preset describes a file format, not a file: its checksum is not known, so `model_path` must be given.
-    """
-    if str(spec) in PRESETS:
-        if model_path is None:
-            raise CardError(f"card preset {str(spec)!r} needs an explicit --model file")
-        return PRESETS[str(spec)](Path(model_path).name), Path(model_path)
-    path = Path(spec)
+def _read_card(path: Path) -> ModelCard:
     try:
         card = ModelCard.from_dict(json.loads(path.read_text()))
     except FileNotFoundError as e:
         raise CardError(f"{path}: model card not found (presets: {sorted(PRESETS)})") from e
     except json.JSONDecodeError as e:
         raise CardError(f"{path}: model card is not valid JSON ({e})") from e
+    if card.locator is None:
+        return card
+    return replace(card, locator=replace(card.locator, model_file=str(path.parent / card.locator.model_file)))
+
+
+def load_card(spec: str | Path, model_path: Path | None = None) -> tuple[ModelCard, Path]:
+    """Load a card from a JSON path or a preset name; return it with the resolved model path.
+
+    The locator's file path comes back resolved (relative to the card's folder). A preset describes a file
+    format, not a file: its checksum is not known, so `model_path` must be given; it uses the shipped card's
+    locator when there is one.
+    """
+    if str(spec) in PRESETS:
+        if model_path is None:
+            raise CardError(f"card preset {str(spec)!r} needs an explicit --model file")
+        locator = _read_card(SHIPPED_CARD).locator if SHIPPED_CARD.is_file() else None
+        return PRESETS[str(spec)](Path(model_path).name, locator), Path(model_path)
+    path = Path(spec)
+    card = _read_card(path)
     return card, Path(model_path) if model_path is not None else path.parent / card.model_file
 
 

@@ -85,7 +85,20 @@ def _fmt_line(record: dict) -> str:
         gpu += f", torch peak {record['gpu_peak_allocated_mb']:.0f} MB"
     shape = "x".join(str(s) for s in record["input_size"])
     return (f"{record['case']}: {shape} | {stages} | total {record['total_s']:.2f} s | "
-            f"peak RSS {record['peak_rss_mb']:.0f} MB | {gpu}")
+            f"peak RSS {record['peak_rss_mb']:.0f} MB | {gpu}{_found_text(record)}")
+
+
+def _found_text(record: dict) -> str:
+    """' | located ...' for a scan the locate stage searched, and ' | no organs found' for an empty result."""
+    text = ""
+    if "locate" in record:
+        organs, scan_mm = record["locate"]["organs"], record["locate"]["scan_mm"]
+        where = ("nothing" if organs["slices"][0] >= organs["slices"][1] else
+                 f"z {organs['mm'][0]:.0f}-{organs['mm'][1]:.0f} mm (slices {organs['slices'][0]}-{organs['slices'][1]})")
+        text += f" | located {where} of {scan_mm:.0f} mm"
+    if record.get("organs_found") == []:
+        text += " | no organs found"
+    return text
 
 
 def _announce(predictor, device: str) -> None:
@@ -154,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
         record["peak_rss_mb"] = round(peak_rss_mb(), 1)
         record["gpu_memory_mb"] = gpu_memory_mb() if device == "cuda" else None
         record.update(clock.details)
+        if clock.organs_found is not None:
+            record["organs_found"] = clock.organs_found
         if "fine" in clock.details and "gpu_peak_allocated_bytes" in clock.details["fine"]:
             record["gpu_peak_allocated_mb"] = clock.details["fine"]["gpu_peak_allocated_bytes"] / 2**20
         print(_fmt_line(record), file=sys.stderr)

@@ -1,16 +1,20 @@
 """The segmentation pipeline. Its stages, in order (each one function call in `Predictor.segment`):
 
     1 read        SimpleITK header (geometry), voxels inflated by ISA-L for NIfTI; a 3D scalar scan or a one-line
-                  InputError. Meanwhile the runtime opens (first case) and compiles for the scan's shape.
+                  InputError. Meanwhile the runtime opens (first case) and compiles for the shape it will get.
     2 canonical   permute/flip the array to the card's orientation, as int16 HU (no copy when already canonical)
+    [locate]      scans longer than the card's canvas: a small network finds the organs' z-range; the slices
+                  around it (a view, no copy) are what the graph sees; slices outside are background (locate.py)
     3-5 graph     one ONNX graph: anti-aliased downsample + HU windows -> network -> ArgMax (low resolution)
-    6 labels      class -> FLARE label lookup, largest connected components per organ (at low resolution)
-    7 upsample    nearest, back onto the canonical full-resolution grid
+    6 labels      class -> FLARE label lookup, connected-component rule per organ (at low resolution)
+    7 upsample    nearest, back onto the canonical full-resolution grid (and into the whole scan's z-range)
     [fine]        --device cuda: crop around the organs and segment at high resolution (inference.fine)
     8 write       orient back and write on the input's exact grid, atomically
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,6 +26,8 @@ import SimpleITK as sitk
 from inference.card import ModelCard, load_card, verify_checksum
 from inference.geometry import axis_maps, upsample_labels
 from inference.io import read_array, read_header, write_labels_atomic
+from inference.labels import FLARE21_LABELS
+from inference.locate import ZRange, locator_input, region_from_probabilities, segment_window
 from inference.orientation import Reorientation, orientation_of
 from inference.postprocess import classes_to_labels, keep_largest_components
 from inference.runtime import ModelLoadError, RuntimeName, Session, open_session
@@ -36,7 +42,8 @@ class StageClock:
     """Seconds per stage, in the order the stages ran, and any stage's extra figures."""
 
     seconds: dict[str, float] = field(default_factory=dict)
-    details: dict[str, dict[str, float]] = field(default_factory=dict)  # e.g. the fine stage's own figures
+    details: dict[str, dict] = field(default_factory=dict)  # e.g. the fine stage's figures, the located range
+    organs_found: list[str] | None = None  # organ names present in the result (set by Predictor.segment)
     _t: float = field(default_factory=time.perf_counter)
 
     def lap(self, stage: str) -> None:
@@ -56,13 +63,25 @@ def _model_bytes_or_path(card: ModelCard, model_path: Path) -> Path | bytes:
     return compose_with_network(onnx.load(str(model_path)), card).SerializeToString()
 
 
+@dataclass(frozen=True)
+class _RuntimeChoice:
+    """How this predictor opens graphs (the segmentation graph now, the locator when first needed)."""
+
+    runtime: RuntimeName = "openvino"
+    threads: int = 1
+    cache_dir: Path | None = None
+
+
 class Predictor:
     """Load once, segment many. Build with `Predictor.load`; `segment` works on arrays, `predict_file` on paths."""
 
-    def __init__(self, card: ModelCard, session: Session | Future | None = None, fine=None) -> None:
+    def __init__(self, card: ModelCard, session: Session | Future | None = None, fine=None,
+                 runtime: _RuntimeChoice = _RuntimeChoice()) -> None:
         self.card = card
         self._session = session
         self.fine = fine
+        self.runtime = runtime
+        self._locator: Session | None = None
         self.session_load_s: float | None = None  # seconds the runtime took to open (when opened by `load`)
 
     @property
@@ -73,6 +92,23 @@ class Predictor:
         if self._session is None:
             raise ModelLoadError("no runtime session: build the Predictor with Predictor.load")
         return self._session
+
+    @property
+    def locator(self) -> Session:
+        """The locate stage's session, opened on first use (checksum checked then)."""
+        if self._locator is None:
+            spec = self.card.locator
+            if spec is None:
+                raise ModelLoadError(f"card {self.card.name!r} has no locator")
+            path = Path(spec.model_file)
+            verify_checksum(dataclasses.replace(self.card, sha256=spec.sha256), path)
+            try:
+                self._locator = open_session(path, self.runtime.runtime, self.runtime.threads,
+                                             cache_dir=self.runtime.cache_dir)
+            except Exception as e:  # noqa: BLE001 - whatever the runtime raises for a file it cannot use
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                raise ModelLoadError(f"{path}: {self.runtime.runtime} cannot open the locator ({reason})") from e
+        return self._locator
 
     @classmethod
     def load(cls, card_spec: str | Path = DEFAULT_CARD, model_path: Path | None = None,
@@ -87,7 +123,7 @@ class Predictor:
             from inference.fine import FineStage
 
             fine = FineStage.load(WEIGHTS_DIR, device)
-        predictor = cls(card, fine=fine)
+        predictor = cls(card, fine=fine, runtime=_RuntimeChoice(runtime, threads, cache_dir))
         args = (model_path, runtime, threads, device == "cuda", cache_dir)
         if background:
             pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="abdoseg-load")
@@ -108,21 +144,63 @@ class Predictor:
         self.session_load_s = time.perf_counter() - t0
         return session
 
+    def needs_locate(self, shape: tuple[int, ...], spacing: tuple[float, float, float]) -> bool:
+        """Whether a canonical scan of this shape and spacing is longer than the card's canvas."""
+        return shape[0] * spacing[0] > self.card.locate_above_mm + 1e-6
+
+    def graph_shape(self, shape: tuple[int, ...], spacing: tuple[float, float, float]) -> tuple[int, ...] | None:
+        """The "ct" shape the graph will most likely get for a canonical scan (None: known only after locate)."""
+        if not self.needs_locate(shape, spacing):
+            return tuple(shape)
+        window_mm = self.card.segment_window_mm
+        if window_mm <= 0:
+            return None
+        return (min(shape[0], int(math.ceil(window_mm / spacing[0] - 1e-6))), *shape[1:])
+
+    def locate(self, ct: np.ndarray, spacing: tuple[float, float, float], clock: StageClock) -> ZRange:
+        """The canonical slices the segmentation sees: the whole scan, or the window around the organs."""
+        whole = ZRange(0, ct.shape[0], spacing[0])
+        if not self.needs_locate(ct.shape, spacing):
+            return whole
+        spec = self.card.locator
+        prob = np.asarray(self.locator.run({"image": locator_input(ct, spacing, spec)})).reshape(-1)
+        region = region_from_probabilities(prob, ct.shape[0], spacing[0], spec)
+        window = region if region.empty else segment_window(region, ct.shape[0], self.card.segment_window_mm)
+        clock.details["locate"] = {"organs": region.as_dict(), "window": window.as_dict(),
+                                   "scan_mm": round(ct.shape[0] * spacing[0], 1),
+                                   "max_probability": round(float(prob.max()), 4)}
+        clock.lap("locate")
+        return window
+
     def segment(self, ct: np.ndarray, spacing: tuple[float, float, float], clock: StageClock | None = None) -> np.ndarray:
-        """Stages 3-7 on a canonical (z,y,x) int16 HU array -> uint8 FLARE labels on the same grid."""
+        """Stages locate-7 on a canonical (z,y,x) int16 HU array -> uint8 FLARE labels on the same grid."""
         clock = clock or StageClock()
+        window = self.locate(ct, spacing, clock)
+        full = np.zeros(ct.shape, np.uint8)
+        clock.organs_found = []
+        if not window.empty:
+            full[window.start:window.stop] = self._segment_slices(ct[window.start:window.stop], spacing, clock)
+        if self.fine is not None and clock.organs_found:
+            full, clock.details["fine"] = self.fine.run(ct, spacing, full)
+            clock.lap("fine")
+        return full
+
+    def _segment_slices(self, ct: np.ndarray, spacing: tuple[float, float, float], clock: StageClock) -> np.ndarray:
+        """Stages 3-7 on consecutive canonical slices: the graph's canvas is centred on them."""
         feeds = {"ct": ct}
         if "spacing" in self.session.input_names:
             feeds["spacing"] = np.asarray(spacing, dtype=np.float32)
         classes = self.session.run(feeds)
         clock.lap("graph")
-        labels = keep_largest_components(classes_to_labels(classes, self.card.class_to_label), self.card.keep_components)
+        maps = axis_maps(ct.shape, spacing, self.card.geometry)
+        low_spacing = tuple(m.step * s for m, s in zip(maps, spacing))
+        labels = keep_largest_components(classes_to_labels(classes, self.card.class_to_label),
+                                         self.card.keep_components, spacing=low_spacing)
+        counts = np.bincount(labels.ravel(), minlength=256)
+        clock.organs_found = [FLARE21_LABELS.get(int(k), str(int(k))) for k in np.flatnonzero(counts[1:]) + 1]
         clock.lap("labels")
-        full = upsample_labels(labels, axis_maps(ct.shape, spacing, self.card.geometry))
+        full = upsample_labels(labels, maps)
         clock.lap("upsample")
-        if self.fine is not None:
-            full, clock.details["fine"] = self.fine.run(ct, spacing, full)
-            clock.lap("fine")
         return full
 
     def segment_image(self, image, clock: StageClock | None = None) -> np.ndarray:
@@ -132,6 +210,14 @@ class Predictor:
         clock.lap("canonical")
         labels = self.segment(ct, spacing, clock)
         return orient.invert(labels)
+
+    def _prepare(self, shape: tuple[int, ...], spacing: tuple[float, float, float]) -> None:
+        """Ahead of a scan: compile the graph for the shape it will get; open the locator if it will be needed."""
+        graph_shape = self.graph_shape(shape, spacing)
+        if graph_shape is not None:
+            self.session.prepare(graph_shape)
+        if self.needs_locate(shape, spacing):
+            self.locator  # noqa: B018 - opens it
 
     def predict_file(self, path: Path, out_path: Path, clock: StageClock | None = None) -> tuple[int, ...]:
         """Stages 1-8: read `path`, write the label map to `out_path` atomically; returns the input size.
@@ -144,9 +230,9 @@ class Predictor:
         reader = read_header(path)
         grid = Grid.of(reader)
         orient = Reorientation.between(orientation_of(grid.direction), self.card.orientation)
-        shape = orient.shape(grid.size[::-1])
+        shape, spacing = orient.shape(grid.size[::-1]), orient.spacing(tuple(grid.spacing)[::-1])
         with ThreadPoolExecutor(max_workers=1) as pool:
-            prepared = pool.submit(lambda: self.session.prepare(shape))
+            prepared = pool.submit(self._prepare, shape, spacing)
             voxels = read_array(reader)
             prepared.result()
         clock.lap("read")

@@ -5,6 +5,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from inference.labels import ComponentRule
+
 
 def classes_to_labels(classes: np.ndarray, class_to_label: tuple[int, ...]) -> np.ndarray:
     """Map network class indices to FLARE labels with the card's lookup table."""
@@ -14,25 +16,48 @@ def classes_to_labels(classes: np.ndarray, class_to_label: tuple[int, ...]) -> n
     return lut[classes]
 
 
-def keep_largest_components(labels: np.ndarray, keep: Mapping[int, int], connectivity: int = 26) -> np.ndarray:
-    """Keep the `keep[label]` largest connected components of each listed label; other labels pass unchanged.
+def _box_gap_mm(a: tuple[slice, ...], b: tuple[slice, ...], spacing: tuple[float, ...]) -> float:
+    """Euclidean gap (mm) between two voxel bounding boxes; 0 when they touch or overlap."""
+    gaps = [max(0, max(p.start, q.start) - min(p.stop, q.stop)) * s for p, q, s in zip(a, b, spacing)]
+    return float(np.sqrt(np.sum(np.square(gaps))))
 
-    One multi-label `cc3d.connected_components` pass and one `np.bincount`, whatever the number of labels.
+
+def _survivors(ids: np.ndarray, sizes: np.ndarray, boxes: list, rule: ComponentRule,
+               spacing: tuple[float, ...]) -> np.ndarray:
+    """The component ids of one label that the rule keeps (ids ranked largest first)."""
+    kept = list(ids[: rule.keep])
+    largest = sizes[ids[0]]
+    for i in ids[rule.keep: rule.keep + rule.extra]:
+        big = sizes[i] >= rule.min_ratio * largest
+        near = rule.near_mm > 0 and min(_box_gap_mm(boxes[i], boxes[k], spacing) for k in kept) <= rule.near_mm
+        if big or near:
+            kept.append(i)
+    return np.asarray(kept, dtype=ids.dtype)
+
+
+def keep_largest_components(labels: np.ndarray, keep: Mapping[int, int | ComponentRule], connectivity: int = 26,
+                            spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """Apply each listed label's component rule (an int n: its n largest pieces); other labels pass unchanged.
+
+    One multi-label `cc3d.connected_components` pass and one `cc3d.statistics`, whatever the number of labels.
+    `spacing` (mm, array axis order) scales the distances of `ComponentRule.near_mm`.
     """
     import cc3d
 
     components, n = cc3d.connected_components(labels, connectivity=connectivity, return_N=True)
     if n == 0:
         return labels.copy()
-    sizes = np.bincount(components.ravel(), minlength=n + 1)
+    stats = cc3d.statistics(components)
+    sizes, boxes = np.asarray(stats["voxel_counts"]), stats["bounding_boxes"]
     label_of = np.zeros(n + 1, dtype=labels.dtype)
     label_of[components.ravel()] = labels.ravel()
-    keep_component = np.ones(n + 1, dtype=bool)
+    keep_component = np.zeros(n + 1, dtype=bool)
     keep_component[0] = True  # background
-    for label, k in keep.items():
+    keep_component[1:] = ~np.isin(label_of[1:], list(keep))  # labels without a rule keep everything
+    for label, value in keep.items():
         ids = np.flatnonzero(label_of == label)
         ids = ids[ids > 0]
-        if ids.size > k:
+        if ids.size:
             ranked = ids[np.argsort(-sizes[ids], kind="stable")]
-            keep_component[ranked[k:]] = False
+            keep_component[_survivors(ranked, sizes, boxes, ComponentRule.parse(value), spacing)] = True
     return np.where(keep_component[components], labels, 0).astype(labels.dtype, copy=False)

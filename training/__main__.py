@@ -53,6 +53,16 @@ def _reframe_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="gets one FLARE folder per variant")
 
 
+def _locator_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-locator", help="train the locate stage's network on long variants; export it beside a card")
+    p.add_argument("--data", required=True, type=Path, help="FLARE folder (imagesTr, labelsTr)")
+    p.add_argument("--card", required=True, type=Path, help="model card that gets the locator section (file beside it)")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--recipe", default=None, help="command that produced it, recorded in the card")
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from inference.card import Geometry
     from training.augment import AugmentConfig
@@ -103,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("train-fine", help="train the fine stage (training.fine.cli; arguments passed through)")
     _export_parser(sub)
     _reframe_parser(sub)
+    _locator_parser(sub)
     arch = sub.add_parser("architectures", help="table of the registered networks: parameters, GFLOPs, input")
     arch.add_argument("--width", type=float, default=1.0, help="channel multiplier (1: the papers' configurations)")
     args = parser.parse_args(argv)
@@ -117,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
             from training.networks.table import format_table, rows
 
             print(format_table(rows(args.width)))
+            return 0
+        if args.command == "train-locator":
+            from training.locator import run as run_locator
+
+            path = run_locator(args.data, args.card, args.steps, args.seed, args.threads, args.recipe)
+            logging.getLogger("training").info("wrote %s and the locator section of %s", path, args.card)
             return 0
         if args.command == "reframe":
             from training.reframe import write_variants

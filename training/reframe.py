@@ -5,6 +5,9 @@ Variants (image and label treated alike; labels always by nearest neighbour):
   reoriented  the same voxels stored in another orientation (axes permuted and flipped; exact)
   upper60     the upper (head-side) 60 % of the slices, physical positions kept
   finer       resampled to a finer grid (half the spacing on each axis, at least 0.5 mm)
+  long_*      long scans (training.long_scans): the scan's organ-free slices mirrored and appended below
+              (organs at the top), above (at the bottom) or both, to chest-abdomen-pelvis and whole-body
+              lengths; written only for cases that have organ-free slices
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import math
 from pathlib import Path
 
 VARIANTS = ("original", "reoriented", "upper60", "finer")
+#: long variant -> (mm appended below, mm appended above)
+LONG_VARIANTS = {"long_top": (300.0, 0.0), "long_bottom": (0.0, 300.0), "long_wholebody": (525.0, 525.0)}
 OTHER_ORIENTATION = "PIL"  # coronal-like storage: rows run posterior, slices inferior, columns left
 
 
@@ -59,7 +64,8 @@ def reframe(image, variant: str, is_label: bool):
     raise ValueError(f"unknown variant {variant!r}; valid: {VARIANTS}")
 
 
-def write_variants(data_dir: Path, out_dir: Path, variants: tuple[str, ...] = VARIANTS) -> list[Path]:
+def write_variants(data_dir: Path, out_dir: Path,
+                   variants: tuple[str, ...] = VARIANTS + tuple(LONG_VARIANTS)) -> list[Path]:
     """Write `out_dir/<variant>/{imagesTr,labelsTr}` for every case of `data_dir`; return the variant folders."""
     import SimpleITK as sitk
 
@@ -71,7 +77,25 @@ def write_variants(data_dir: Path, out_dir: Path, variants: tuple[str, ...] = VA
         (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
         (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
         for case in find_cases(Path(data_dir)):
-            sitk.WriteImage(reframe(sitk.ReadImage(str(case.image)), variant, False), str(folder / "imagesTr" / case.image.name))
-            sitk.WriteImage(reframe(sitk.ReadImage(str(case.label)), variant, True), str(folder / "labelsTr" / case.label.name))
+            image, label = sitk.ReadImage(str(case.image)), sitk.ReadImage(str(case.label))
+            if variant in LONG_VARIANTS:
+                pair = _long(image, label, *LONG_VARIANTS[variant])
+                if pair is None:
+                    continue
+                image, label = pair
+            else:
+                image, label = reframe(image, variant, False), reframe(label, variant, True)
+            sitk.WriteImage(image, str(folder / "imagesTr" / case.image.name))
+            sitk.WriteImage(label, str(folder / "labelsTr" / case.label.name))
         folders.append(folder)
     return folders
+
+
+def _long(image, label, below_mm: float, above_mm: float):
+    """A long variant, or None for a scan without organ-free slices to extend it with."""
+    from training.long_scans import long_scan
+
+    try:
+        return long_scan(image, label, below_mm, above_mm)
+    except ValueError:
+        return None

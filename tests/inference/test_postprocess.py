@@ -52,3 +52,46 @@ def test_class_lookup_and_range_check():
     np.testing.assert_array_equal(classes_to_labels(classes, (0, 0, 1, 2, 3, 4)), [[[0, 0, 1, 2, 3, 4]]])
     with pytest.raises(ValueError, match="class index 5"):
         classes_to_labels(classes, (0, 0, 1, 2, 3))
+
+
+def _two_pieces(gap: int, small: int):
+    """A pancreas-like label in two pieces along x: 4x4x12 and 4x4x`small`, `gap` voxels apart."""
+    v = np.zeros((6, 6, 40), np.uint8)
+    v[1:5, 1:5, 0:12] = 4
+    v[1:5, 1:5, 12 + gap:12 + gap + small] = 4
+    return v
+
+
+@pytest.mark.parametrize("gap, small, spacing, kept", [
+    (10, 3, (1.0, 1.0, 1.0), False),   # small (3/12 < 0.4) and 10 mm away: dropped
+    (10, 6, (1.0, 1.0, 1.0), True),    # 6/12 >= 0.4 of the largest: kept however far
+    (4, 3, (1.0, 1.0, 1.0), True),     # small but 4 mm away (<= 5): kept
+    (4, 3, (2.0, 2.0, 2.0), False),    # the same voxels on a 2 mm grid are 8 mm apart: dropped
+])
+def test_component_rule_keeps_a_second_piece_when_large_or_near(gap, small, spacing, kept):
+    from inference.labels import ComponentRule
+
+    rule = {4: ComponentRule(keep=1, extra=1, min_ratio=0.4, near_mm=5.0)}
+    v = _two_pieces(gap, small)
+    out = keep_largest_components(v, rule, spacing=spacing)
+    assert (out == 4).sum() == (v == 4).sum() if kept else (out == 4).sum() == 4 * 4 * 12
+
+
+def test_component_rule_extra_bounds_the_pieces_kept():
+    from inference.labels import ComponentRule
+
+    v = np.zeros((4, 4, 40), np.uint8)
+    for start in (0, 10, 20, 30):  # four equal pieces: keep 1 + at most 2 more
+        v[:, :, start:start + 5] = 4
+    out = keep_largest_components(v, {4: ComponentRule(keep=1, extra=2, min_ratio=0.5)})
+    assert (out == 4).sum() == 3 * 4 * 4 * 5
+
+
+def test_component_rule_json_forms_and_validation():
+    from inference.labels import ComponentRule
+
+    assert ComponentRule.parse(2) == ComponentRule(2) and ComponentRule(2).to_json() == 2
+    rule = ComponentRule(1, 1, 0.3, 10.0)
+    assert ComponentRule.parse(rule.to_json()) == rule
+    with pytest.raises(ValueError, match="component rule"):
+        ComponentRule(keep=0)
