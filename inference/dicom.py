@@ -88,12 +88,39 @@ def _choose_series(folder: Path) -> tuple[str, list[str], list[str]]:
         kinds = ", ".join(sorted({s[2] for s in found}))
         raise InputError(f"{shown(folder)}: no CT series (modality {kinds}); abdoseg segments CT only")
     uid, files, _ = max(ct, key=lambda s: len(s[1]))
-    notes = []
+    notes = _unread_files_note(folder, {Path(f).name for s in found for f in s[1]})
     if len(found) > 1:
         others = ", ".join(f"{s[2]} {len(s[1])} slice(s)" for s in found if s[0] != uid)
         notes.append(f"{len(found)} series in this folder; took the CT series {uid or '(no UID)'} with "
                      f"{len(files)} slices (the others: {others})")
     return uid, files, notes
+
+
+def _unread_files_note(folder: Path, used: set[str]) -> list[str]:
+    """A note naming the DICOM files GDCM put in no series (corrupt, truncated, or not images), if any."""
+    from inference.io import shown
+
+    unread = sorted(p.name for p in folder.iterdir()
+                    if p.is_file() and p.name not in used and not p.name.startswith(".") and _is_dicom_file(p))
+    if not unread:
+        return []
+    listed = ", ".join(shown(n) for n in unread[:3]) + (", ..." if len(unread) > 3 else "")
+    return [f"{len(unread)} DICOM file(s) in no readable series (corrupt, truncated or not an image), ignored: "
+            f"{listed}"]
+
+
+def _check_voxel_count(folder: Path, files: list[str]) -> None:
+    """The same cap as for scan files (inference.headers.MAX_VOXELS), before any voxel is read."""
+    from inference.headers import MAX_VOXELS
+    from inference.io import InputError, shown
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(files[0])
+    reader.ReadImageInformation()
+    columns, rows = reader.GetSize()[:2]
+    if columns * rows * len(files) > MAX_VOXELS:
+        raise InputError(f"{shown(folder)}: {columns}x{rows}x{len(files)} voxels, more than the maximum "
+                         f"{MAX_VOXELS:,} (2^28) this product accepts")
 
 
 def _slice_problem(orientations: np.ndarray, positions: np.ndarray) -> str | None:
@@ -130,6 +157,7 @@ def read_series(folder: Path) -> Series:
 
     folder = Path(folder)
     uid, files, notes = _choose_series(folder)
+    _check_voxel_count(folder, files)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()

@@ -232,3 +232,21 @@ def test_missing_extra_is_refused_when_the_options_are_parsed(monkeypatch, capsy
         with pytest.raises(SystemExit) as e:
             main(["-i", "in", "-o", "out", *option])
         assert e.value.code == 2 and f"pip install 'abdoseg[{extra}]'" in capsys.readouterr().err
+
+
+def test_unreadable_files_are_named_in_a_note(tmp_path):
+    folder = tmp_path / "partly"
+    shutil.copytree(CT3, folder)
+    (folder / "zz.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage" * 50)
+    series = read_series(folder)
+    assert series.image.GetSize() == (512, 512, 3)
+    assert series.notes == ["1 DICOM file(s) in no readable series (corrupt, truncated or not an image), ignored: "
+                            "zz.dcm"]
+
+
+def test_voxel_cap_applies_before_reading(tmp_path, monkeypatch):
+    import inference.headers
+
+    monkeypatch.setattr(inference.headers, "MAX_VOXELS", 512 * 512 * 2)
+    with pytest.raises(InputError, match=r"512x512x3 voxels, more than the maximum"):
+        read_series(CT3)
