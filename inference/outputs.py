@@ -139,36 +139,52 @@ def _predict_series(predictor, case, out_dir: Path, clock, extras: ExtraOutputs)
 
 def write_extras(name: str, image, labels, out_dir: Path, extras: ExtraOutputs, sources=None) -> list[Path]:
     """Statistics, preview and DICOM outputs of one case: `image` a SimpleITK image, `labels` its (z,y,x) label
-    array; `sources` the source slices' pydicom headers (inference.dicom_out.source_datasets; DICOM outputs)."""
-    import numpy as np
+    array; `sources` the source slices' pydicom headers (inference.dicom_out.source_datasets; DICOM outputs).
+    If one of them fails, those already written for the case are removed (a failed case leaves no output)."""
+    written: list[Path] = []
+    try:
+        volumes = None
+        if extras.statistics:
+            path, volumes = _write_statistics(name, image, labels, out_dir)
+            written.append(path)
+        if extras.preview:
+            written.append(_write_preview(name, image, labels, out_dir, volumes))
+        if sources is not None:
+            from inference.dicom_out import write_dicom_outputs
+
+            written += write_dicom_outputs(sources, labels, out_dir, name, extras.types, atomic_write)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def _write_statistics(name: str, image, labels, out_dir: Path) -> tuple[Path, dict[int, float]]:
     import SimpleITK as sitk
 
     from inference.scan import Grid
-    written = []
-    grid = Grid.of(image)
-    volumes = None
-    if extras.statistics:
-        from inference.statistics import case_statistics
+    from inference.statistics import case_statistics
 
-        stats = {"case": name, **case_statistics(labels, sitk.GetArrayViewFromImage(image), grid)}
-        volumes = {o["label"]: o["volume_ml"] for o in stats["organs"].values()}
-        written.append(atomic_write(out_dir / f"{name}.json",
-                                    lambda p: p.write_text(_json_text(stats))))
-    if extras.preview:
-        from inference.preview import write_preview
+    stats = {"case": name, **case_statistics(labels, sitk.GetArrayViewFromImage(image), Grid.of(image))}
+    path = atomic_write(Path(out_dir) / f"{name}.json", lambda p: p.write_text(_json_text(stats)))
+    return path, {o["label"]: o["volume_ml"] for o in stats["organs"].values()}
 
-        if volumes is None:
-            counts = np.bincount(labels.ravel(), minlength=len(FLARE21_LABELS))
-            volumes = {k: float(counts[k]) * float(np.prod(grid.spacing)) / 1000 for k in FLARE21_LABELS if k}
-        label_image = sitk.GetImageFromArray(np.asarray(labels, np.uint8))
-        label_image.CopyInformation(image)
-        written.append(atomic_write(out_dir / f"{name}.png",
-                                    lambda p: write_preview(image, label_image, p, f"{name}: abdoseg", volumes)))
-    if sources is not None:
-        from inference.dicom_out import write_dicom_outputs
 
-        written += write_dicom_outputs(sources, labels, out_dir, name, extras.types, atomic_write)
-    return written
+def _write_preview(name: str, image, labels, out_dir: Path, volumes: dict[int, float] | None) -> Path:
+    import numpy as np
+    import SimpleITK as sitk
+
+    from inference.preview import write_preview
+
+    if volumes is None:
+        counts = np.bincount(np.asarray(labels).ravel(), minlength=len(FLARE21_LABELS))
+        voxel_ml = float(np.prod(image.GetSpacing())) / 1000
+        volumes = {k: float(counts[k]) * voxel_ml for k in FLARE21_LABELS if k}
+    label_image = sitk.GetImageFromArray(np.asarray(labels, np.uint8))
+    label_image.CopyInformation(image)
+    return atomic_write(Path(out_dir) / f"{name}.png",
+                        lambda p: write_preview(image, label_image, p, f"{name}: abdoseg", volumes))
 
 
 def _json_text(data: dict) -> str:

@@ -81,3 +81,18 @@ def test_cli_writes_statistics_and_preview_beside_the_label_map(tmp_path, toy_ca
         assert organ["voxels"] == (labels == organ["label"]).sum()
         assert organ["volume_ml"] == pytest.approx(organ["voxels"] * voxel_ml, abs=1e-3)
     assert "extras" in capsys.readouterr().err  # its time is a stage of the case's line
+
+
+def test_a_failing_extra_output_removes_the_ones_already_written(tmp_path, monkeypatch):
+    import inference.preview
+    from inference.outputs import ExtraOutputs, write_extras
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(inference.preview, "write_preview", broken)
+    ct = sitk.ReadImage(str(real_image("abdpelvis3mm")))
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(real_label("abdpelvis3mm")))).astype(np.uint8)
+    with pytest.raises(OSError, match="disk full"):
+        write_extras("c", ct, labels, tmp_path, ExtraOutputs(("nifti",), statistics=True, preview=True))
+    assert list(tmp_path.iterdir()) == []  # the statistics written first are gone, no temporary file is left
