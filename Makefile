@@ -7,7 +7,7 @@ DEMO_OUT := demo_output
 
 .PHONY: venv venv-dev venv-eval demo test container container-test bench help
 help:
-	@echo "make demo            set up .venv (runtime only) and segment the bundled sample scans -> $(DEMO_OUT)/"
+	@echo "make demo            set up .venv (runtime + eval/preview extras), segment the bundled scans -> $(DEMO_OUT)/"
 	@echo "make test            set up .venv-dev (runtime + training + test tools) and run the test suite"
 	@echo "make container-test  build the image with podman and run it the organisers' way on the samples"
 	@echo "make bench           end-to-end and per-stage timings + peak memory on FLARE-sized volumes"
