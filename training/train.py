@@ -5,6 +5,11 @@ Epoch = `iters_per_epoch` Adam steps on batches of crops, then validation of eve
 mean organ Dice; `best.pt` keeps the best epoch, `last.pt` everything needed to resume bit-for-bit at an epoch
 boundary (model, optimiser, scheduler, scaler, history, elapsed time). Every epoch appends one JSON line to
 `train_log.jsonl` and redraws `curves.png`.
+
+Under `torchrun --nproc-per-node N -m training train ...` the same loop runs data-parallel (training.distributed):
+`batch_size` is the global batch, each rank builds its share of it (crop i of step s is drawn from its own
+generator, whichever rank builds it), gradients are averaged, validation scans are split across ranks, and rank
+0 alone writes the run folder.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import torch
 
 from inference.card import Geometry
 from training.augment import AugmentConfig, augmented_crop
+from training import distributed
 from training.data import CROPS, TRAIN_CROPS, Case, Sample, class_counts, find_cases, load_samples
 from evaluation.metrics import dice
 from training.losses import DiceCELoss, class_weights_from_counts
@@ -55,6 +61,8 @@ class TrainConfig:
     channels_last: bool = True
     val_crops: tuple[str, ...] = ("full",)
     init_from: str | None = None
+    dropout: float = 0.1  # the input stage's channel dropout (CobraUNet)
+    freeze_norm: bool = False  # BatchNorm statistics frozen (fine-tuning a warm start, training.warm_start)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -108,12 +116,19 @@ def sample_center(classes: np.ndarray, rng: np.random.Generator, organ_p: float)
     return np.array(np.unravel_index(idx[rng.integers(idx.size)], classes.shape), dtype=float)
 
 
+def crop_rng(seed: int, epoch: int, step: int, index: int) -> np.random.Generator:
+    """The generator of crop `index` of the global batch of `step` in `epoch`: the same on whichever rank builds it."""
+    return np.random.default_rng([seed, epoch, step, index])
+
+
 def make_batch(
-    samples: list[Sample], cfg: TrainConfig, rng: np.random.Generator
+    samples: list[Sample], cfg: TrainConfig, epoch: int, step: int, indices: range | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch of augmented crops: image [B, 2, d, h, w] float32, target [B, d, h, w] int64."""
+    """Crops `indices` (default: all `batch_size`) of a step's global batch of augmented crops:
+    image [b, 2, d, h, w] float32, target [b, d, h, w] int64."""
     images, targets = [], []
-    for _ in range(cfg.batch_size):
+    for i in range(cfg.batch_size) if indices is None else indices:
+        rng = crop_rng(cfg.seed, epoch, step, i)
         s = samples[rng.integers(len(samples))]
         center = sample_center(s.classes, rng, cfg.organ_center_p)
         hu, lab = augmented_crop(torch.from_numpy(s.hu), torch.from_numpy(s.classes), center, cfg.crop, rng, cfg.augment)
@@ -137,17 +152,20 @@ def _prepare(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, samples: list[Sample], loss_fn: DiceCELoss, cfg: TrainConfig) -> dict:
-    """Whole-scan loss and organ Dice (means over the validation scans, NaN-aware)."""
+def validate(model: torch.nn.Module, samples: list[Sample], loss_fn: DiceCELoss, cfg: TrainConfig,
+             ctx: distributed.Context = distributed.Context()) -> dict:
+    """Whole-scan loss and organ Dice (means over the validation scans, NaN-aware). Each rank scores its share
+    of the scans; the per-scan results of all ranks are gathered, so every rank returns the same means."""
     model.eval()
-    losses, dices = [], []
-    for s in samples:
+    scores = []
+    for s in samples[ctx.rank::ctx.world]:
         image = _prepare(hu_to_channels(torch.from_numpy(s.hu))[None], cfg)
         target = torch.from_numpy(s.classes.astype(np.int64))[None].to(cfg.device)
-        with torch.autocast("cuda", enabled=cfg.device == "cuda"):
+        with torch.autocast("cuda", enabled=cfg.device.startswith("cuda")):
             logits = model(image)
-        losses.append(float(loss_fn(logits.float(), target)))
-        dices.append(dice_scores(logits.argmax(1)[0].cpu().numpy(), s.classes))
+        scores.append((float(loss_fn(logits.float(), target)), dice_scores(logits.argmax(1)[0].cpu().numpy(), s.classes)))
+    scores = distributed.gather(scores, ctx)
+    losses, dices = [x[0] for x in scores], [x[1] for x in scores]
     per_organ = np.nanmean(np.array(dices, dtype=float), axis=0) if dices else np.full(4, np.nan)
     return {
         "val_loss": float(np.mean(losses)),
@@ -182,15 +200,12 @@ def plot_curves(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _rng(seed: int, epoch: int) -> np.random.Generator:
-    return np.random.default_rng([seed, epoch])
-
-
 @dataclass
 class _Parts:
     """What a run updates and checkpoints."""
 
-    model: torch.nn.Module
+    model: torch.nn.Module  # the network itself (checkpointed); `net` is what the training steps call
+    net: torch.nn.Module  # `model`, or DDP over it under torchrun
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.ReduceLROnPlateau
     scaler: torch.amp.GradScaler
@@ -216,22 +231,23 @@ class _Parts:
         return state["epoch"] + 1
 
 
-def _train_epoch(parts: _Parts, samples: list[Sample], loss_fn: DiceCELoss, cfg: TrainConfig, epoch: int,
-                 deadline_s: float, progress: bool) -> list[float]:
-    """Adam steps on random crops until `iters_per_epoch` or the run's time budget; return the step losses."""
+def _train_epoch(parts: _Parts, samples: list[Sample], loss_fn, cfg: TrainConfig, epoch: int, deadline_s: float,
+                 progress: bool, ctx: distributed.Context = distributed.Context()) -> list[float]:
+    """Adam steps on random crops until `iters_per_epoch` or the run's time budget; return the step losses
+    (each the loss of the whole global batch, the same on every rank)."""
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    rng = _rng(cfg.seed, epoch)
-    torch.manual_seed(cfg.seed * 100_003 + epoch)
-    parts.model.train()
+    torch.manual_seed(cfg.seed * 100_003 + epoch + 7_919 * ctx.rank)  # dropout masks: a stream per rank
+    parts.net.train()
+    share = distributed.batch_slice(cfg.batch_size, ctx)
     losses: list[float] = []
-    bar = tqdm(range(cfg.iters_per_epoch), desc=f"epoch {epoch}", disable=not progress, leave=False)
-    for _ in bar:
-        image, target = make_batch(samples, cfg, rng)
+    bar = tqdm(range(cfg.iters_per_epoch), desc=f"epoch {epoch}", disable=not (progress and ctx.is_main), leave=False)
+    for step in bar:
+        image, target = make_batch(samples, cfg, epoch, step, share)
         image, target = _prepare(image, cfg), target.to(cfg.device)
         with torch.autocast("cuda", enabled=cfg.device == "cuda"):
-            logits = parts.model(image)
+            logits = parts.net(image)
         loss = loss_fn(logits.float(), target)
         parts.opt.zero_grad(set_to_none=True)
         parts.scaler.scale(loss).backward()
@@ -239,75 +255,111 @@ def _train_epoch(parts: _Parts, samples: list[Sample], loss_fn: DiceCELoss, cfg:
         parts.scaler.update()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        if parts.elapsed_s + time.perf_counter() - t0 >= deadline_s:
+        if distributed.any_rank(parts.elapsed_s + time.perf_counter() - t0 >= deadline_s, ctx):
             break
     return losses
 
 
-def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, progress: bool = True) -> dict:
-    """Train into `run_dir`; return the best epoch's record. Resumes from `run_dir/last.pt` if `resume`."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+def _load_data(cfg: TrainConfig, run_dir: Path, ctx: distributed.Context) -> tuple[list[Sample], list[Sample]]:
+    """Cached model-grid samples for training and validation (rank 0 fills the cache, the others then read it)."""
     train_cases, val_cases = split_cases(find_cases(Path(cfg.data)), cfg.folds, cfg.fold)
-    train_samples = load_samples(train_cases, TRAIN_CROPS, cfg.geometry, run_dir / "cache")
-    val_samples = load_samples(val_cases, tuple(CROPS[n] for n in cfg.val_crops), cfg.geometry, run_dir / "cache")
+    with distributed.main_first(ctx):
+        train_samples = load_samples(train_cases, TRAIN_CROPS, cfg.geometry, run_dir / "cache")
+        val_samples = load_samples(val_cases, tuple(CROPS[n] for n in cfg.val_crops), cfg.geometry, run_dir / "cache")
     log.info("train: %s (%d cached scans); validation: %s (%d scans)%s",
              [c.name for c in train_cases], len(train_samples), [c.name for c in val_cases], len(val_samples),
              " — the SAME cases (one fold)" if cfg.folds == 1 else "")
+    return train_samples, val_samples
+
+
+def _build(cfg: TrainConfig, train_samples: list[Sample], resume: bool,
+           ctx: distributed.Context) -> tuple[_Parts, DiceCELoss]:
+    """Network (rank 0's initial weights on every rank), optimiser, schedule, scaler and loss."""
     weights = class_weights_from_counts(class_counts(train_samples), cfg.dice_power)
     log.info("class weights: %s", np.round(weights, 4).tolist())
-
-    model = CobraUNet().to(cfg.device)
+    model = CobraUNet(dropout=cfg.dropout, frozen_norm=cfg.freeze_norm).to(cfg.device)
     if cfg.init_from and not resume:  # fine-tune: weights only; optimiser, schedule and history start fresh
         model.load_state_dict(torch.load(cfg.init_from, map_location=cfg.device, weights_only=False)["model"])
         log.info("initialised the network from %s", cfg.init_from)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
-    loss_fn = DiceCELoss(weights, cfg.ce_weight).to(cfg.device)
+    net = distributed.wrap(model, ctx)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    parts = _Parts(model, opt, torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5,
-                                                                           patience=cfg.plateau_patience),
-                   torch.amp.GradScaler("cuda", enabled=cfg.device == "cuda"))
-    last = run_dir / "last.pt"
-    start_epoch = 0
-    if resume:
-        if not last.is_file():
-            raise ValueError(f"{last}: no checkpoint to resume from")
-        start_epoch = parts.load_last(last, cfg.device)
-        log.info("resumed from %s at epoch %d (%.1f min trained)", last, start_epoch, parts.elapsed_s / 60)
-    else:
-        (run_dir / "config.json").write_text(cfg.to_json())
-    budget = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
-    since_best = parts.history[-1]["epoch"] - parts.best.get("epoch", -1) if parts.history else 0
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=cfg.plateau_patience)
+    parts = _Parts(model, net, opt, sched, torch.amp.GradScaler("cuda", enabled=cfg.device == "cuda"))
+    return parts, DiceCELoss(weights, cfg.ce_weight).to(cfg.device)
 
-    for epoch in range(start_epoch, cfg.epochs):
-        if parts.elapsed_s >= budget:
-            log.info("wall-time budget of %.1f min reached before epoch %d", cfg.max_minutes, epoch)
-            break
-        t0 = time.perf_counter()
-        losses = _train_epoch(parts, train_samples, loss_fn, cfg, epoch, budget, progress)
-        step_s = (time.perf_counter() - t0) / len(losses)
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "steps": len(losses), "step_s": step_s,
-                  **validate(model, val_samples, loss_fn, cfg), "lr": opt.param_groups[0]["lr"]}
-        parts.elapsed_s += time.perf_counter() - t0
-        record["elapsed_min"] = parts.elapsed_s / 60
-        parts.sched.step(record["val_mean_dice"])
-        parts.history.append(record)
-        improved = record["val_mean_dice"] > parts.best["val_mean_dice"]
+
+def _start(parts: _Parts, cfg: TrainConfig, run_dir: Path, resume: bool, ctx: distributed.Context) -> int:
+    """The first epoch: 0 (config.json written by rank 0), or the one after `last.pt` (read by every rank)."""
+    last = run_dir / "last.pt"
+    if not resume:
+        if ctx.is_main:
+            (run_dir / "config.json").write_text(cfg.to_json())
+        return 0
+    if not last.is_file():
+        raise ValueError(f"{last}: no checkpoint to resume from")
+    start_epoch = parts.load_last(last, cfg.device)
+    log.info("resumed from %s at epoch %d (%.1f min trained)", last, start_epoch, parts.elapsed_s / 60)
+    return start_epoch
+
+
+def _record_epoch(parts: _Parts, record: dict, run_dir: Path, ctx: distributed.Context) -> bool:
+    """Schedule, history and best; rank 0 writes best.pt, last.pt, the log line and the curves. True if improved."""
+    parts.sched.step(record["val_mean_dice"])
+    parts.history.append(record)
+    improved = record["val_mean_dice"] > parts.best["val_mean_dice"]
+    if improved:
+        parts.best = record
+    if ctx.is_main:
         if improved:
-            parts.best = record
-            torch.save({"model": model.state_dict(), "epoch": epoch, "record": record}, run_dir / "best.pt")
-        since_best = 0 if improved else since_best + 1
-        parts.save_last(last, epoch)
+            torch.save({"model": parts.model.state_dict(), "epoch": record["epoch"], "record": record}, run_dir / "best.pt")
+        parts.save_last(run_dir / "last.pt", record["epoch"])
         with open(run_dir / "train_log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         plot_curves(parts.history, run_dir / "curves.png")
-        log.info("epoch %d: train %.4f, val %.4f, Dice %s, lr %.1e, %.2f s/step, %.1f min%s", epoch,
-                 record["train_loss"], record["val_loss"], {k: round(v, 3) for k, v in record["val_dice"].items()},
-                 record["lr"], step_s, parts.elapsed_s / 60, " *best*" if improved else "")
+    log.info("epoch %d: train %.4f, val %.4f, Dice %s, lr %.1e, %.2f s/step, %.1f min%s", record["epoch"],
+             record["train_loss"], record["val_loss"], {k: round(v, 3) for k, v in record["val_dice"].items()},
+             record["lr"], record["step_s"], parts.elapsed_s / 60, " *best*" if improved else "")
+    return improved
+
+
+def train(cfg: TrainConfig, run_dir: Path, resume: bool = False, progress: bool = True) -> dict:
+    """Train into `run_dir`; return the best epoch's record. Resumes from `run_dir/last.pt` if `resume`.
+    Under torchrun, every rank calls this (data-parallel; rank 0 writes the run folder)."""
+    ctx = distributed.init(cfg.device)
+    try:
+        return _train(cfg, Path(run_dir), resume, progress, ctx)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _train(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool, ctx: distributed.Context) -> dict:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not ctx.is_main:
+        log.setLevel(logging.WARNING)  # one rank tells the story
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    distributed.batch_slice(cfg.batch_size, ctx)  # refuse a batch that does not split before any work
+    train_samples, val_samples = _load_data(cfg, run_dir, ctx)
+    parts, loss_fn = _build(cfg, train_samples, resume, ctx)
+    start_epoch = _start(parts, cfg, run_dir, resume, ctx)
+    step_loss = distributed.global_batch_loss(loss_fn, ctx)
+    budget = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
+    since_best = parts.history[-1]["epoch"] - parts.best.get("epoch", -1) if parts.history else 0
+    for epoch in range(start_epoch, cfg.epochs):
+        if distributed.any_rank(parts.elapsed_s >= budget, ctx):
+            log.info("wall-time budget of %.1f min reached before epoch %d", cfg.max_minutes, epoch)
+            break
+        t0 = time.perf_counter()
+        losses = _train_epoch(parts, train_samples, step_loss, cfg, epoch, budget, progress, ctx)
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "steps": len(losses),
+                  "step_s": (time.perf_counter() - t0) / len(losses),
+                  **validate(parts.model, val_samples, loss_fn, cfg, ctx), "lr": parts.opt.param_groups[0]["lr"]}
+        parts.elapsed_s += time.perf_counter() - t0
+        record["elapsed_min"] = parts.elapsed_s / 60
+        since_best = 0 if _record_epoch(parts, record, run_dir, ctx) else since_best + 1
         if since_best >= cfg.early_stop_patience:
             log.info("early stop: no improvement for %d epochs", since_best)
             break
