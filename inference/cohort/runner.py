@@ -100,14 +100,14 @@ class _Pool:
     def next_row(self) -> dict | None:
         """Wait for a case to finish; its row, or None when its worker died and the case was queued again."""
         import ray
-        from ray.exceptions import RayActorError, RayTaskError
+        from ray.exceptions import OutOfMemoryError, RayActorError, RayTaskError
 
         [ref], _ = ray.wait(list(self.running), num_returns=1)
         worker, case = self.running.pop(ref)
         try:
             row = ray.get(ref)
-        except RayActorError as e:  # the worker process died (killed, out of memory) or could not start
-            if e.actor_init_failed:
+        except (RayActorError, OutOfMemoryError) as e:  # the worker process died (killed, OOM) or did not start
+            if getattr(e, "actor_init_failed", False):
                 raise WorkerStartError(f"a worker could not load the model: {_last_line(e)}") from None
             ray.kill(worker, no_restart=True)
             worker = self.new_worker()
@@ -125,14 +125,25 @@ class _Pool:
         self.submit(worker)
         return row
 
+    def close(self) -> None:
+        """Stop the workers still running (after an error; a finished pool has stopped them all)."""
+        import ray
+
+        for worker, _ in self.running.values():
+            ray.kill(worker)
+        self.running.clear()
+
 
 def run_pool(cases: list[CohortCase], cfg: PoolConfig, on_row: Callable[[dict], None]) -> int:
     """Segment `cases` on a pool of workers (Ray must be initialised); `on_row` gets each row as its case
     finishes. Returns the number of workers used."""
     n_workers = min(cfg.workers or default_workers(cfg.threads), len(cases))
     pool = _Pool(cfg, n_workers, cases)
-    while pool.running:
-        row = pool.next_row()
-        if row is not None:
-            on_row(row)
+    try:
+        while pool.running:
+            row = pool.next_row()
+            if row is not None:
+                on_row(row)
+    finally:
+        pool.close()
     return n_workers
