@@ -15,6 +15,7 @@ import re
 import sys
 from collections import Counter, deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from inference.cohort.cases import CohortCase
@@ -38,8 +39,8 @@ class PoolConfig:
 
 def connect(address: str, cpus_wanted: int) -> bool:
     """Join Ray: `local` starts a private single-node instance (at least `cpus_wanted` CPUs, dashboard off);
-    `auto` or HOST:PORT joins a running cluster (`ray start`, KubeRay). An already initialised Ray in this
-    process is used as it is. Returns True when this call initialised Ray (the caller then shuts it down)."""
+    `auto` or HOST:PORT joins a running cluster (`ray start`, KubeRay), shipping this `inference` package to its
+    workers. An already initialised Ray in this process is used as it is. Returns True when this call initialised Ray (the caller then shuts it down)."""
     import ray
 
     if ray.is_initialized():
@@ -47,8 +48,9 @@ def connect(address: str, cpus_wanted: int) -> bool:
     if address == "local":
         ray.init(address="local", num_cpus=max(usable_cpus(), cpus_wanted), include_dashboard=False,
                  object_store_memory=LOCAL_OBJECT_STORE_BYTES, logging_level=logging.WARNING)
-    else:
-        ray.init(address=address, logging_level=logging.WARNING)
+    else:  # the workers get this process's `inference` package (Ray uploads it), whatever the nodes have installed
+        package = str(Path(__file__).resolve().parent.parent)
+        ray.init(address=address, runtime_env={"py_modules": [package]}, logging_level=logging.WARNING)
     return True
 
 

@@ -183,3 +183,23 @@ def test_a_model_the_workers_cannot_open_stops_the_run_with_one_line(ray_cluster
     assert _run(inputs, tmp_path / "out", tmp_path / "broken.json") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("abdoseg cohort: error: a worker could not load the model") and "broken.onnx" in err[-1]
+
+
+def test_another_process_joins_the_running_cluster_by_address(ray_cluster, cohort, toy_card_path, tmp_path):
+    """`--address HOST:PORT` (as `auto` finds it): a second driver, started outside the source tree, joins the
+    running cluster and ships its package to the workers (Ray py_modules)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    inputs, reference = cohort
+    out = tmp_path / "out"
+    address = ray.get_runtime_context().gcs_address
+    res = subprocess.run([sys.executable, "-m", "inference.cohort", "-i", str(inputs), "-o", str(out), "--address",
+                          address, "--card", str(toy_card_path)], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "2 worker(s) x 1 thread(s)" in res.stderr  # the cluster's 2 CPUs // 1 thread
+    _assert_same_outputs(out, reference)
