@@ -43,6 +43,14 @@ def dice(gt: np.ndarray, pred: np.ndarray) -> float:
     return float("nan") if denominator == 0 else 2.0 * int(np.logical_and(gt, pred).sum()) / denominator
 
 
+def scan_length_mm(image) -> float:
+    """Extent along the patient's S/I axis."""
+    from inference.orientation import orientation_of
+
+    axis = next(i for i, c in enumerate(orientation_of(image.GetDirection())) if c in "SI")
+    return image.GetSize()[axis] * image.GetSpacing()[axis]
+
+
 def variants(case: str = "abdpelvis3mm"):
     """(name, image, label) of the abdomen-only scan and its long and re-stored variants."""
     import SimpleITK as sitk
@@ -77,53 +85,63 @@ def accuracy(runtime: str, threads: int) -> None:
     print("|---|---|---|---|" + "---|" * (len(ORGANS) + 1))
     for name, image, label in variants():
         gt = sitk.GetArrayFromImage(label)
-        length = image.GetSize()[2] * image.GetSpacing()[2] if name.count(" ") == 0 else float("nan")
         for card_name, predictor in cards:
             clock = StageClock()
             pred = predictor.segment_image(image, clock)
             scores = [dice(gt == k, pred == k) for k in ORGANS]
             loc = clock.details.get("locate", {}).get("organs", {}).get("mm")
-            extent = sitk.GetArrayViewFromImage(image).shape
-            mm = max(s * n for s, n in zip(image.GetSpacing(), extent[::-1]))
+            mm = scan_length_mm(image)
             print(f"| {card_name} | {name} | {mm:.0f} | {loc or 'not located'} | "
                   + " | ".join("—" if np.isnan(d) else f"{d:.3f}" for d in scores)
                   + f" | {', '.join(clock.organs_found or []) or 'none'} |")
-        del length
+
+
+def whole_body_volume() -> Path:
+    """512x512x800 at 1.5 mm (1,200 mm), abdomen at the head end: benchM (512x512x336 at 1 mm, from abdpelvis3mm)
+    resampled to 1.5 mm slices, its organ-free slices mirrored below it. Made once into .cache/bench."""
+    import SimpleITK as sitk
+
+    from benchmarks.bench_pipeline import CACHE, ensure_volumes
+    from training.long_scans import long_scan
+
+    out = CACHE / "imagesTs" / "benchWB_0000.nii.gz"
+    if out.exists():
+        return out
+    image = sitk.ReadImage(str(ensure_volumes(["M"])["M"]))
+    label = sitk.ReadImage(str(CACHE / "labelsTs" / "benchM.nii.gz"))
+    size = (*image.GetSize()[:2], 224)
+    spacing = (*image.GetSpacing()[:2], 1.5)
+    image, label = (sitk.Resample(im, size, sitk.Transform(), interp, im.GetOrigin(), spacing, im.GetDirection(),
+                                  fill, im.GetPixelID())
+                    for im, interp, fill in ((image, sitk.sitkLinear, -1024), (label, sitk.sitkNearestNeighbor, 0)))
+    image, _ = long_scan(image, label, (800 - 224) * 1.5, 0)
+    sitk.WriteImage(image, str(out))
+    return out
 
 
 def cost(runtime: str, threads: int, repeats: int) -> None:
-    """The locate stage on a 512x512x800 scan at 1.5 mm (1,200 mm, abdomen at the top) vs the bare forward."""
-    import resource
+    """Cold predict.sh on the whole-body volume: the locate stage's seconds (from the case log) against one bare
+    network forward (steady state), peak RSS, and the whole run."""
+    import statistics
 
-    from inference.pipeline import Predictor, StageClock
+    from benchmarks.bench_pipeline import bare_forward, cold_run
+    from inference.pipeline import DEFAULT_CARD
 
-    predictor = Predictor.load(runtime=runtime, threads=threads)
-    rng = np.random.default_rng(0)
-    ct = np.full((800, 512, 512), -1000, np.int16)
-    yy, xx = np.mgrid[:512, :512]
-    body = ((yy - 256) / 200) ** 2 + ((xx - 256) / 230) ** 2 < 1
-    ct[:, body] = 20
-    ct += rng.normal(0, 15, (1, 512, 512)).astype(np.int16)
-    spacing = (1.5, 0.8, 0.8)
-    canvas = ct[-256:]
-    feeds = {"ct": canvas, "spacing": np.asarray(spacing, np.float32)}
-    predictor.session.run(feeds)
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        predictor.session.run(feeds)
-    forward = (time.perf_counter() - t0) / repeats
-    clock = StageClock()
-    predictor.segment(ct, spacing, clock)  # first: opens and compiles the locator
-    locate = []
-    for _ in range(repeats):
-        clock = StageClock()
-        predictor.segment(ct, spacing, clock)
-        locate.append(clock.seconds["locate"])
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"# {cpu_model()}; {runtime}, {threads} threads; scan 512x512x800 at 1.5 mm (1,200 mm)")
-    print(f"graph on the 256-slice window (steady, mean of {repeats}): {forward:.3f} s")
-    print(f"locate stage (steady, mean of {repeats}): {np.mean(locate):.3f} s = {np.mean(locate) / forward:.1%} of it")
-    print(f"peak RSS of this process: {rss:.0f} MB (the scan itself: {ct.nbytes / 2**20:.0f} MB)")
+    scan = whole_body_volume()
+    extra = ["--runtime", runtime, "--threads", str(threads), "--device", "cpu"]
+    forward = statistics.median(bare_forward(str(DEFAULT_CARD), None, runtime, threads, repeats))
+    runs = [cold_run(scan, extra) for _ in range(repeats)]
+    locate = [r["record"]["seconds"]["locate"] for r in runs]
+    med = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]["record"]
+    print(f"# {cpu_model()}; {runtime}, {threads} threads; {scan.name}: 512x512x800 at 1.5 mm (1,200 mm)")
+    print(f"bare network forward, steady (median of {repeats}): {forward:.3f} s")
+    print(f"locate stage, cold runs: {', '.join(f'{t:.3f}' for t in locate)} s; median "
+          f"{statistics.median(locate):.3f} s = {statistics.median(locate) / forward:.1%} of the bare forward")
+    walls = ", ".join(f"{r['wall']:.2f}" for r in runs)
+    print(f"cold e2e: {walls} s; peak RSS "
+          f"{max(r['rss_mb'] for r in runs):.0f} MB")
+    print(f"located {med['locate']['organs']['mm']} mm, window {med['locate']['window']['slices']} slices; stages "
+          + " ".join(f"{k} {v:.2f}" for k, v in med["seconds"].items()))
 
 
 def main() -> None:

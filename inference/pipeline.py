@@ -176,10 +176,13 @@ class Predictor:
         """Stages locate-7 on a canonical (z,y,x) int16 HU array -> uint8 FLARE labels on the same grid."""
         clock = clock or StageClock()
         window = self.locate(ct, spacing, clock)
-        full = np.zeros(ct.shape, np.uint8)
         clock.organs_found = []
-        if not window.empty:
-            full[window.start:window.stop] = self._segment_slices(ct[window.start:window.stop], spacing, clock)
+        if window.stop - window.start == ct.shape[0]:  # the whole scan: no second full-size array
+            full = self._segment_slices(ct, spacing, clock)
+        else:
+            full = np.zeros(ct.shape, np.uint8)
+            if not window.empty:
+                full[window.start:window.stop] = self._segment_slices(ct[window.start:window.stop], spacing, clock)
         if self.fine is not None and clock.organs_found:
             full, clock.details["fine"] = self.fine.run(ct, spacing, full)
             clock.lap("fine")

@@ -25,6 +25,9 @@ def _box_gap_mm(a: tuple[slice, ...], b: tuple[slice, ...], spacing: tuple[float
 def _survivors(ids: np.ndarray, sizes: np.ndarray, boxes: list, rule: ComponentRule,
                spacing: tuple[float, ...]) -> np.ndarray:
     """The component ids of one label that the rule keeps (ids ranked largest first)."""
+    ids = ids[sizes[ids] * float(np.prod(spacing)) / 1000.0 >= rule.min_ml]
+    if ids.size == 0:
+        return ids
     kept = list(ids[: rule.keep])
     largest = sizes[ids[0]]
     for i in ids[rule.keep: rule.keep + rule.extra]:

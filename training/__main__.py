@@ -31,7 +31,10 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flip-lr", type=float, default=0.0,
                    help="probability of a left/right flip per crop (default 0: flips make the network confuse "
                    "spleen and liver, whose main cue is their side)")
-    p.add_argument("--init-from", type=Path, default=None, help="start from this checkpoint's weights (fine-tune)")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start from this checkpoint's weights, or from a shipped composed .onnx (fine-tune)")
+    p.add_argument("--freeze-norm", action="store_true",
+                   help="keep BatchNorm statistics frozen (needed when --init-from is an .onnx: its norms are folded)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt with OUT/config.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -63,6 +66,16 @@ def _locator_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", default=None, help="command that produced it, recorded in the card")
 
 
+def _checkpoint(init_from: Path, run_dir: Path) -> Path:
+    """A checkpoint to start from: the file itself, or one rebuilt from a shipped .onnx (training.warm_start)."""
+    if init_from.suffix != ".onnx":
+        return init_from.resolve()
+    from training.warm_start import write_checkpoint
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return write_checkpoint(init_from, run_dir / "warm_start.pt").resolve()
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from inference.card import Geometry
     from training.augment import AugmentConfig
@@ -86,7 +99,8 @@ def _run_train(args: argparse.Namespace) -> int:
             iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size, crop=tuple(args.crop), val_crops=tuple(args.val_crops), lr=args.lr,
             ce_weight=args.ce_weight, max_minutes=args.max_minutes, seed=args.seed, device=args.device,
             threads=args.threads, augment=AugmentConfig(flip_lr=args.flip_lr),
-            init_from=None if args.init_from is None else str(args.init_from.resolve()),
+            init_from=None if args.init_from is None else str(_checkpoint(args.init_from, args.out)),
+            freeze_norm=args.freeze_norm,
         )
     best = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     logging.getLogger("training").info("best epoch %s: mean organ Dice %.4f", best.get("epoch"), best["val_mean_dice"])

@@ -39,6 +39,12 @@ class Crop:
     z: tuple[float, float] = (0.0, 1.0)
     y: tuple[float, float] = (0.0, 1.0)
     x: tuple[float, float] = (0.0, 1.0)
+    below_mm: float = 0.0  # long variants: organ-free slices appended below / above first (training.long_scans)
+    above_mm: float = 0.0
+
+    @property
+    def is_long(self) -> bool:
+        return self.below_mm > 0 or self.above_mm > 0
 
     def slices(self, shape: tuple[int, ...]) -> tuple[slice, slice, slice]:
         """Index slices of a canonical (z, y, x) array; at least one voxel per axis."""
@@ -54,7 +60,7 @@ class Crop:
 #: Canonical RAS arrays: z index grows toward the head, so the "upper" part is the end of axis 0.
 FULL = Crop("full")
 UPPER60 = Crop("upper60", z=(0.4, 1.0))
-TRAIN_CROPS = (
+SHORT_CROPS = (
     FULL,
     UPPER60,
     Crop("lower60", z=(0.0, 0.6)),
@@ -62,6 +68,17 @@ TRAIN_CROPS = (
     Crop("middle70", z=(0.15, 0.85)),
     Crop("inplane80", y=(0.1, 0.9), x=(0.1, 0.9)),
 )
+#: Long scans (issue 10): organ-free slices mirrored below / above the scan, the canvas placed so that the organs
+#: sit at its top, bottom or middle, cut at its edges, with long-scan context around them. A case without
+#: organ-free slices has no long variants (skipped).
+LONG_CROPS = (
+    Crop("long_top", z=(0.35, 1.0), below_mm=300.0),
+    Crop("long_above", z=(0.0, 0.75), above_mm=300.0),
+    Crop("long_above_edge", z=(0.25, 0.8), above_mm=300.0),
+    Crop("long_both", z=(0.15, 0.85), below_mm=225.0, above_mm=225.0),
+    Crop("long_top_cut", z=(0.55, 1.0), below_mm=450.0),
+)
+TRAIN_CROPS = SHORT_CROPS + LONG_CROPS
 CROPS = {c.name: c for c in TRAIN_CROPS}
 
 
@@ -160,6 +177,11 @@ def model_grid_sample(case: Case, crop: Crop, resampler: Resampler, orientation:
     from inference.geometry import axis_maps, downsample_labels
 
     hu, labels, spacing = read_canonical(case, orientation)
+    if crop.is_long:
+        from training.long_scans import extend_arrays, filler_slices
+
+        below, above = (int(round(mm / spacing[0])) for mm in (crop.below_mm, crop.above_mm))
+        hu, labels = extend_arrays(hu, labels, below, above, filler_slices(labels))
     index = crop.slices(hu.shape)
     hu, labels = np.ascontiguousarray(hu[index]), np.ascontiguousarray(labels[index])
     low_hu = resampler(hu, spacing)
@@ -186,6 +208,8 @@ def load_samples(
     samples = []
     for case in cases:
         for crop in crops:
+            if crop.is_long and not _has_organ_free_slices(case):
+                continue
             path = cache_dir / f"{case.name}.{crop.name}.{_cache_key(case, crop, geometry)}.npz"
             if path.is_file():
                 with np.load(path) as z:
@@ -198,6 +222,16 @@ def load_samples(
             tmp.replace(path)
             samples.append(sample)
     return samples
+
+
+def _has_organ_free_slices(case: Case, minimum: int = 5) -> bool:
+    """Whether a case's labels leave at least `minimum` organ-free slices at its foot end (long variants need them)."""
+    import SimpleITK as sitk
+
+    from training.long_scans import CANONICAL, filler_slices
+
+    labels = sitk.GetArrayFromImage(sitk.DICOMOrient(sitk.ReadImage(str(case.label)), CANONICAL))
+    return filler_slices(labels).stop >= minimum
 
 
 def class_counts(samples: list[Sample], n_classes: int = 6) -> np.ndarray:

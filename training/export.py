@@ -99,6 +99,13 @@ def parity_check(
     return results
 
 
+def _existing_locator(card_path: Path):
+    """The locator section of the card being replaced (the locator is trained and exported on its own)."""
+    if not card_path.is_file():
+        return None
+    return ModelCard.from_dict(json.loads(card_path.read_text())).locator
+
+
 def export_run(
     run_dir: Path,
     out_dir: Path,
@@ -148,9 +155,9 @@ def export_run(
         "credit": "TotalSegmentator (Wasserthal et al., Radiology: AI 2023) for the labels; COBRA (FLARE21) for "
         "the network layout, re-implemented here",
     }
-    card = ModelCard(name=name, model_file=onnx_path.name, sha256=sha256_of(onnx_path), graph="composed",
-                     geometry=cfg.geometry, provenance=provenance)
     card_path = out_dir / f"{name}.json"
+    card = ModelCard(name=name, model_file=onnx_path.name, sha256=sha256_of(onnx_path), graph="composed",
+                     geometry=cfg.geometry, locator=_existing_locator(card_path), provenance=provenance)
     card.save(card_path)
     for extra, target in (("train.log", f"{name}.train.log"), ("train_log.jsonl", f"{name}.train_log.jsonl"),
                           ("curves.png", f"{name}.curves.png")):

@@ -78,8 +78,9 @@ class Upsample(nn.Module):
 class CobraUNet(nn.Module):
     """The whole-scan segmentation network (see module docstring for shapes)."""
 
-    def __init__(self, dropout: float = 0.1) -> None:
+    def __init__(self, dropout: float = 0.1, frozen_norm: bool = False) -> None:
         super().__init__()
+        self.frozen_norm = frozen_norm  # BatchNorms stay in eval mode (fine-tuning a warm start)
         self.stem = InputStage(dropout=dropout)
         self.enc1 = Bottleneck(16, 32, 2)
         self.enc2 = Bottleneck(32, 64, 2)
@@ -95,6 +96,15 @@ class CobraUNet(nn.Module):
         self.up0 = Upsample(32, 2)
         self.final = Bottleneck(32, 32, 2)
         self.head = nn.Conv3d(32, N_CLASSES, 1)
+
+    def train(self, mode: bool = True) -> "CobraUNet":
+        """As nn.Module.train; with `frozen_norm`, BatchNorms keep their running statistics in training too."""
+        super().train(mode)
+        if self.frozen_norm:
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm3d):
+                    m.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``[N, 2, D, H, W]`` with D, H, W multiples of 16 → logits ``[N, 6, D, H, W]``."""

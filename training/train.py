@@ -62,6 +62,7 @@ class TrainConfig:
     val_crops: tuple[str, ...] = ("full",)
     init_from: str | None = None
     dropout: float = 0.1  # the input stage's channel dropout (CobraUNet)
+    freeze_norm: bool = False  # BatchNorm statistics frozen (fine-tuning a warm start, training.warm_start)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -276,7 +277,7 @@ def _build(cfg: TrainConfig, train_samples: list[Sample], resume: bool,
     """Network (rank 0's initial weights on every rank), optimiser, schedule, scaler and loss."""
     weights = class_weights_from_counts(class_counts(train_samples), cfg.dice_power)
     log.info("class weights: %s", np.round(weights, 4).tolist())
-    model = CobraUNet(dropout=cfg.dropout).to(cfg.device)
+    model = CobraUNet(dropout=cfg.dropout, frozen_norm=cfg.freeze_norm).to(cfg.device)
     if cfg.init_from and not resume:  # fine-tune: weights only; optimiser, schedule and history start fresh
         model.load_state_dict(torch.load(cfg.init_from, map_location=cfg.device, weights_only=False)["model"])
         log.info("initialised the network from %s", cfg.init_from)

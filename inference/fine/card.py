@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.card import CardError, Shape3, Spacing3, Window, card_fields, card_json, sha256_of
-from inference.labels import FLARE21_LABELS, KEEP_COMPONENTS
+from inference.labels import FLARE21_LABELS, KEEP_COMPONENTS, ComponentRule
 
 FINE_CARD_FORMAT = "abdoseg-fine-card/1"
 #: Card file name inside a weights folder.
@@ -73,7 +73,7 @@ class FineCard:
     step: float = 0.5
     windows: tuple[Window, ...] = FINE_WINDOWS
     margin_mm: float = 20.0
-    keep_components: dict[int, int] = field(default_factory=lambda: dict(KEEP_COMPONENTS))
+    keep_components: dict[int, int | ComponentRule] = field(default_factory=lambda: dict(KEEP_COMPONENTS))
     provenance: Provenance = Provenance()
 
     def __post_init__(self) -> None:
@@ -114,7 +114,7 @@ class FineCard:
                 spacing=tuple(float(s) for s in d.pop("spacing")),  # type: ignore[arg-type]
                 patch_size=tuple(int(p) for p in d.pop("patch_size")),  # type: ignore[arg-type]
                 windows=tuple(Window(float(w["level"]), float(w["width"])) for w in d.pop("windows")),
-                keep_components={int(k): int(v) for k, v in d.pop("keep_components", KEEP_COMPONENTS).items()},
+                keep_components={int(k): ComponentRule.parse(v) for k, v in d.pop("keep_components", KEEP_COMPONENTS).items()},
                 provenance=Provenance(**d.pop("provenance", {})),
                 **d,
             )

@@ -95,3 +95,16 @@ def test_component_rule_json_forms_and_validation():
     assert ComponentRule.parse(rule.to_json()) == rule
     with pytest.raises(ValueError, match="component rule"):
         ComponentRule(keep=0)
+
+
+def test_component_rule_drops_pieces_below_the_minimum_volume():
+    from inference.labels import ComponentRule
+
+    v = np.zeros((10, 10, 30), np.uint8)
+    v[0:5, 0:5, 0:5] = 1      # 125 voxels = 1 ml at 2 mm (8 mm^3 a voxel)
+    v[0:2, 0:2, 20:22] = 1    # 8 voxels = 0.064 ml
+    rule = {1: ComponentRule(keep=2, min_ml=0.5)}
+    out = keep_largest_components(v, rule, spacing=(2.0, 2.0, 2.0))
+    assert (out == 1).sum() == 125  # the small piece goes although two pieces may stay
+    assert not keep_largest_components(v, {1: ComponentRule(keep=1, min_ml=2.0)}, spacing=(2.0, 2.0, 2.0)).any()
+    assert ComponentRule.parse(ComponentRule(1, min_ml=30.0).to_json()) == ComponentRule(1, min_ml=30.0)

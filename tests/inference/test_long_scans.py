@@ -1,0 +1,124 @@
+"""Long scans end to end on the real scan (issue 10): abdpelvis3mm extended with its own mirrored organ-free slices
+to chest-abdomen-pelvis and whole-body lengths (training.long_scans), organs at the top, bottom or middle, one
+re-stored in other orientations; the shipped weights and the COBRA peer through the `cobra` preset must score as
+on the abdomen-only scan, and a scan without organs must come out empty and say so."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from inference.pipeline import Predictor, StageClock
+from tests.conftest import ROOT, SHARED, real_image, real_label
+from training.long_scans import long_scan, organ_free_scan
+
+PEER = SHARED / "peers" / "cobra" / "cobra_abdomenct1k.onnx"
+ORGANS = {1: "liver", 2: "kidneys", 3: "spleen", 4: "pancreas"}
+#: (mm below, mm above): organs at the top (636 mm), bottom, middle; whole body; 2,000 mm
+TOP, BOTTOM, MIDDLE, WHOLE, LONGEST = (300, 0), (0, 300), (225, 225), (525, 525), (1664, 0)
+
+
+def _dice(gt: np.ndarray, pred: np.ndarray) -> float:
+    d = int(gt.sum()) + int(pred.sum())
+    return float("nan") if d == 0 else 2.0 * int(np.logical_and(gt, pred).sum()) / d
+
+
+def _scores(predictor: Predictor, image, label) -> tuple[dict[str, float], StageClock]:
+    clock = StageClock()
+    pred = predictor.segment_image(image, clock)
+    assert pred.shape == sitk.GetArrayViewFromImage(image).shape
+    gt = sitk.GetArrayViewFromImage(label)
+    return {name: _dice(gt == k, pred == k) for k, name in ORGANS.items()}, clock
+
+
+@pytest.fixture(scope="module")
+def scan():
+    return sitk.ReadImage(str(real_image("abdpelvis3mm"))), sitk.ReadImage(str(real_label("abdpelvis3mm")))
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return Predictor.load(runtime="openvino", threads=2)
+
+
+@pytest.fixture(scope="module")
+def peer():
+    if not PEER.exists():
+        pytest.skip(f"peer file not found at {PEER} (the shared folder beside the repo)")
+    return Predictor.load("cobra", PEER, runtime="openvino", threads=2)
+
+
+def _assert_close(long: dict, reference: dict, tolerance: float = 0.02) -> None:
+    for organ, value in reference.items():
+        if np.isnan(value):
+            continue
+        assert abs(long[organ] - value) <= tolerance, (organ, long[organ], value)
+
+
+@pytest.mark.parametrize("extension", [TOP, BOTTOM, MIDDLE, WHOLE, LONGEST], ids=["top", "bottom", "middle", "whole", "2000mm"])
+def test_shipped_weights_score_on_long_scans_as_on_the_abdomen(shipped, scan, extension):
+    reference, _ = _scores(shipped, *scan)
+    image, label = long_scan(*scan, *extension)
+    scores, clock = _scores(shipped, image, label)
+    _assert_close(scores, reference)
+    assert "locate" in clock.details and clock.organs_found
+
+
+@pytest.mark.parametrize("extension", [TOP, LONGEST], ids=["top", "2000mm"])
+def test_cobra_peer_scores_on_long_scans_as_on_the_abdomen(peer, scan, extension):
+    """The peer resizes the located region (not the whole scan), so its organs keep their size on the grid."""
+    reference, _ = _scores(peer, *scan)
+    image, label = long_scan(*scan, *extension)
+    scores, clock = _scores(peer, image, label)
+    _assert_close({k: v for k, v in scores.items() if k != "pancreas"}, {k: v for k, v in reference.items() if k != "pancreas"})
+    assert scores["pancreas"] >= reference["pancreas"] - 0.02
+    assert "locate" in clock.details
+
+
+@pytest.mark.parametrize("code", ["LPS", "PIR"])
+def test_a_long_scan_restored_in_another_orientation_scores_the_same(shipped, scan, code):
+    image, label = long_scan(*scan, *TOP)
+    reference, clock = _scores(shipped, image, label)
+    scores, clock2 = _scores(shipped, sitk.DICOMOrient(image, code), sitk.DICOMOrient(label, code))
+    assert scores == pytest.approx(reference, abs=1e-9, nan_ok=True)
+    assert clock2.details["locate"]["organs"] == clock.details["locate"]["organs"]
+
+
+@pytest.mark.parametrize("extra_mm", [0, 900], ids=["short", "1100mm"])
+def test_a_scan_without_organs_is_written_empty_and_says_so(scan, tmp_path, extra_mm):
+    image, label = organ_free_scan(*scan)
+    if extra_mm:
+        image, label = long_scan(image, label, 0, extra_mm)
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    sitk.WriteImage(image, str(inputs / "pelvis_0000.nii.gz"))
+    log = tmp_path / "log.jsonl"
+    run = subprocess.run([sys.executable, "-m", "inference", "-i", str(inputs), "-o", str(outputs), "--log", str(log),
+                          "--threads", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    out = sitk.ReadImage(str(outputs / "pelvis.nii.gz"))
+    assert out.GetSize() == image.GetSize() and not sitk.GetArrayViewFromImage(out).any()
+    line = next(ln for ln in run.stderr.splitlines() if ln.startswith("pelvis:"))
+    assert "no organs found" in line
+    record = json.loads(log.read_text().splitlines()[0])
+    assert record["status"] == "ok" and record["organs_found"] == []
+    assert ("locate" in record) == bool(extra_mm)
+
+
+def test_the_located_range_is_in_the_case_line_and_the_log(scan, tmp_path):
+    image, _ = long_scan(*scan, *TOP)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    sitk.WriteImage(image, str(inputs / "cap_0000.nii.gz"))
+    log = tmp_path / "log.jsonl"
+    run = subprocess.run([sys.executable, "-m", "inference", "-i", str(inputs), "-o", str(tmp_path / "out"),
+                          "--log", str(log), "--threads", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    record = json.loads(log.read_text().splitlines()[0])
+    lo, hi = record["locate"]["organs"]["mm"]
+    assert 300 <= lo < hi <= 636 + 1e-6 and record["locate"]["scan_mm"] == 636.0
+    assert record["organs_found"] == ["liver", "kidneys", "spleen"] and "locate" in record["seconds"]
+    line = next(ln for ln in run.stderr.splitlines() if ln.startswith("cap:"))
+    assert f"located z {lo:.0f}-{hi:.0f} mm" in line and "of 636 mm" in line

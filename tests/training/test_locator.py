@@ -1,0 +1,68 @@
+"""The locator network: augmented examples, a short training run, ONNX export in both runtimes, the card section."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from inference.card import Geometry, LocatorSpec, ModelCard, load_card, sha256_of
+from training.locator import LocatorNet, export_locator, locator_onnx, random_example, train_locator
+
+SPEC = LocatorSpec(model_file="loc.onnx", sha256=None, shape_yx=(32, 32), spacing=(8.0, 12.0, 12.0))
+
+
+def _scan(n=120, organs=range(80, 110)):
+    rng = np.random.default_rng(0)
+    hu = rng.normal(0, 20, (n, 40, 40)).astype(np.int16)
+    labels = np.zeros((n, 40, 40), np.uint8)
+    hu[organs.start:organs.stop, 10:30, 10:30] += 150
+    labels[organs.start:organs.stop, 10:30, 10:30] = 1
+    return hu, labels, (3.0, 6.0, 6.0)
+
+
+def test_random_examples_match_their_targets():
+    rng = np.random.default_rng(1)
+    hu, labels, spacing = _scan()
+    for _ in range(20):
+        image, target = random_example(hu, labels, spacing, SPEC, rng, max_slices=48)
+        assert image.shape[:2] == (1, 2) and image.shape[3:] == SPEC.shape_yx
+        assert image.shape[2] == target.shape[0] <= 48
+        assert set(np.unique(target)) <= {0.0, 1.0}
+
+
+def test_a_short_run_learns_and_exports_to_both_runtimes(tmp_path):
+    torch.set_num_threads(1)
+    hu, labels, spacing = _scan()
+    net, losses = train_locator([(hu, labels, spacing)], SPEC, steps=120, seed=0, width=8)
+    assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20])  # it learns
+    image = np.random.default_rng(2).random((1, 2, 37, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        expected = torch.sigmoid(net(torch.from_numpy(image))).numpy()
+    onnx_bytes = locator_onnx(net, SPEC)
+    import onnxruntime as ort
+    import openvino as ov
+
+    got_ort = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"]).run(None, {"image": image})[0]
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(onnx_bytes, b""), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got_ov = next(iter(compiled.create_infer_request().infer({"image": image}).values()))
+    np.testing.assert_allclose(got_ort, expected, atol=1e-5)
+    np.testing.assert_allclose(got_ov, expected, atol=1e-4)
+
+    card = ModelCard(name="t", model_file="m.onnx", sha256=None, graph="composed",
+                     geometry=Geometry("spacing", (96, 192, 192), (4.0, 2.6, 2.6)))
+    card.save(tmp_path / "t.json")
+    path = export_locator(net, SPEC, tmp_path / "t.json", provenance={"steps": 60})
+    loaded, _ = load_card(tmp_path / "t.json")
+    assert loaded.locator.sha256 == sha256_of(path) and loaded.locator.provenance == {"steps": 60}
+    assert dataclasses.replace(loaded.locator, model_file="loc.onnx", sha256=None, provenance={}) == SPEC
+
+
+def test_shipped_card_has_a_locator_whose_file_matches():
+    from inference.card import SHIPPED_CARD
+
+    card, _ = load_card(SHIPPED_CARD)
+    assert card.locator is not None, "the shipped card must describe its locate stage"
+    assert sha256_of(card.locator.model_file) == card.locator.sha256
+    assert json.loads(SHIPPED_CARD.read_text())["locator"]["provenance"]["recipe"].startswith("python -m training")
