@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads (default: the cores this process may use, cgroup/affinity aware)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
                    help="cuda: coarse model + high-resolution fine stage on the GPU; auto: cuda when a GPU, torch "
-                   "and the fine weights are present, else cpu (default: auto)")
+                   "and fine weights whose card shows them at least as good as the CPU path on every organ are "
+                   "present, else cpu (default: auto)")
     p.add_argument("--log", type=Path, default=None, help="also append one JSON line per case to this file")
     p.add_argument("--cache-dir", type=Path, default=os.environ.get("ABDOSEG_CACHE_DIR") or None,
                    help="compiled-model cache for OpenVINO (default: $ABDOSEG_CACHE_DIR, else none)")
@@ -62,18 +63,26 @@ def _shard_arg(text: str):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def resolve_device(requested: str) -> str:
-    """'auto' -> 'cuda' when a GPU, a CUDA torch and the fine weights are all present, else 'cpu'."""
-    if requested != "auto":
-        return requested
-    if not gpu_present():
-        return "cpu"
-    try:
-        from inference.fine import fine_available
+def resolve_device(requested: str, fine_weights: Path | None = None) -> tuple[str, str]:
+    """The device and, when 'auto' passes over the fine stage it could run, why (for the model line).
 
-        return "cuda" if fine_available() else "cpu"
+    'auto' -> 'cuda' when a GPU, a CUDA torch and fine weights are present and the fine card shows the fine
+    stage at least as good as the CPU path on every organ (`fine_verdict`); else 'cpu'."""
+    if requested != "auto":
+        return requested, ""
+    if not gpu_present():
+        return "cpu", ""
+    try:
+        from inference.card import WEIGHTS_DIR
+        from inference.fine import fine_available
+        from inference.fine.card import fine_verdict_at
     except ImportError:
-        return "cpu"
+        return "cpu", ""
+    weights = fine_weights or WEIGHTS_DIR
+    if not fine_available(weights):
+        return "cpu", ""
+    reason = fine_verdict_at(weights)
+    return ("cpu", f"fine stage not used: {reason}") if reason else ("cuda", "")
 
 
 def _fmt_line(record: dict) -> str:
@@ -101,7 +110,8 @@ def _found_text(record: dict) -> str:
     return text
 
 
-def _announce(predictor, device: str) -> None:
+def _announce(predictor, device: str, note: str = "") -> None:
+    device = f"{device} ({note})" if note else device
     print(f"abdoseg: model {predictor.card.name} ({predictor.session.description}, device {device}) "
           f"opened in {predictor.session_load_s:.2f} s", file=sys.stderr)
 
@@ -114,11 +124,11 @@ def run(args: argparse.Namespace) -> int:
     from inference.resources import gpu_memory_mb, peak_rss_mb
 
     threads = args.threads or usable_cpus()
-    device = resolve_device(args.device)
+    device, device_note = resolve_device(args.device)
     t0 = time.perf_counter()
     if args.warmup:
         predictor = Predictor.load(args.card, args.model, args.runtime, threads, device, args.cache_dir)
-        _announce(predictor, device)
+        _announce(predictor, device, device_note)
         predictor.segment(np.full((40, 64, 64), -1000, np.int16), (5.0, 6.0, 6.0))
         print(f"abdoseg: warm-up done in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
         return 0
@@ -159,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
             failures += 1
             record.update(status="failed", error=failure_reason(e, case.path) + _drop_stale(out_path, args.input))
         if case is cases[0]:
-            _announce(predictor, device)
+            _announce(predictor, device, device_note)
         record.update(runtime=predictor.session.description, device=device,
                       model_load_s=round(predictor.session_load_s, 4))
         record["seconds"] = {k: round(v, 4) for k, v in clock.seconds.items()}

@@ -3,8 +3,8 @@
 It fixes everything the fine stage and its training must agree on: the network architecture, the fine grid
 spacing, the sliding-window patch and step, the HU windows (each clipped and mapped to [0, 1], one input
 channel each), the crop margin, the components kept per label, the sha256 of the weights file and where the
-weights came from. Classes are FLARE21 labels directly (0 background, 1 liver, 2 kidneys, 3 spleen,
-4 pancreas).
+weights came from, and the validation record that decides whether `--device auto` may use the stage
+(`fine_verdict`). Classes are FLARE21 labels directly (0 background, 1 liver, 2 kidneys, 3 spleen, 4 pancreas).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inference.card import CardError, Shape3, Spacing3, Window, card_fields, card_json, sha256_of
+from inference.card import WEIGHTS_DIR, CardError, Shape3, Spacing3, Window, card_fields, card_json, sha256_of
 from inference.labels import FLARE21_LABELS, KEEP_COMPONENTS, ComponentRule
 
 FINE_CARD_FORMAT = "abdoseg-fine-card/1"
@@ -61,6 +61,43 @@ class Provenance:
 
 
 @dataclass(frozen=True)
+class OrganScore:
+    """DSC and NSD of one organ on the validation scans (means over the scans)."""
+
+    dsc: float
+    nsd: float
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The fine path and the coarse (CPU) path scored on the same scans, per organ name of the label set."""
+
+    scans: tuple[str, ...]
+    coarse: dict[str, OrganScore]
+    fine: dict[str, OrganScore]
+    metric: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Validation":
+        def scores(section: dict[str, Any]) -> dict[str, OrganScore]:
+            return {str(k): OrganScore(float(v["dsc"]), float(v["nsd"])) for k, v in section.items()}
+
+        return cls(scans=tuple(str(s) for s in d["scans"]), coarse=scores(d["coarse"]), fine=scores(d["fine"]),
+                   metric=str(d.get("metric", "")))
+
+    def losses(self, organs: list[str]) -> list[str]:
+        """Each organ on which the fine path is worse than the coarse path (DSC or NSD), or not recorded."""
+        out = []
+        for organ in organs:
+            c, f = self.coarse.get(organ), self.fine.get(organ)
+            if c is None or f is None:
+                out.append(f"{organ} (not recorded)")
+            elif f.dsc < c.dsc or f.nsd < c.nsd:
+                out.append(f"{organ} (DSC {f.dsc:.3f} vs {c.dsc:.3f}, NSD {f.nsd:.3f} vs {c.nsd:.3f})")
+        return out
+
+
+@dataclass(frozen=True)
 class FineCard:
     """Fine-stage contract; `weights_file` is resolved relative to the card's folder."""
 
@@ -75,6 +112,7 @@ class FineCard:
     margin_mm: float = 20.0
     keep_components: dict[int, int | ComponentRule] = field(default_factory=lambda: dict(KEEP_COMPONENTS))
     provenance: Provenance = Provenance()
+    validation: Validation | None = None
 
     def __post_init__(self) -> None:
         if len(self.spacing) != 3 or min(self.spacing) <= 0:
@@ -116,7 +154,8 @@ class FineCard:
                 windows=tuple(Window(float(w["level"]), float(w["width"])) for w in d.pop("windows")),
                 keep_components={int(k): ComponentRule.parse(v) for k, v in d.pop("keep_components", KEEP_COMPONENTS).items()},
                 provenance=Provenance(**d.pop("provenance", {})),
-                **d,
+                validation=None if d.get("validation") is None else Validation.from_dict(d.pop("validation")),
+                **{k: v for k, v in d.items() if k != "validation"},
             )
         except (KeyError, TypeError) as e:
             raise CardError(f"malformed fine card: {e!r}") from e
@@ -141,3 +180,25 @@ def load_fine_card(path: Path) -> tuple[FineCard, Path]:
     if card.sha256 is not None and sha256_of(weights) != card.sha256:
         raise CardError(f"{weights}: sha256 does not match the fine card {card_path}")
     return card, weights
+
+
+def fine_verdict(card: FineCard) -> str | None:
+    """None when the card shows the fine path at least as good as the coarse path (DSC and NSD) on every organ
+    of its label set; otherwise why not, in words for the model line. No record: not shown to win."""
+    if card.validation is None:
+        return "its card records no validation against the coarse path"
+    organs = [name for label, name in sorted(FLARE21_LABELS.items()) if label != 0]
+    lost = card.validation.losses(organs)
+    return f"it loses on {', '.join(lost)}" if lost else None
+
+
+def fine_verdict_at(weights: Path = WEIGHTS_DIR) -> str | None:
+    """`fine_verdict` of the fine card in `weights` (a folder holding fine.json, or the card); an unreadable
+    card is a reason too."""
+    path = Path(weights)
+    card_path = path / FINE_CARD_NAME if path.is_dir() else path
+    try:
+        card = FineCard.from_dict(json.loads(card_path.read_text()))
+    except (OSError, ValueError) as e:
+        return f"its card {card_path} cannot be read ({e})"
+    return fine_verdict(card)
