@@ -7,14 +7,16 @@ On `--copies` copies of the FLARE-sized benchS volume (512x512x134, made once in
 ../shared/tools/make_bench_volumes.py) it times, each as one fresh command from start to exit:
   - `sh predict.sh IN OUT --threads C` (one process, the model loaded once, cases one after another), C = cores;
   - `python -m inference.cohort --workers W --threads-per-worker T --address local` for each WxT in --configs.
-It prints the CPU model, the load average before each run, cases per minute, and for the cohort runs the mean
-seconds a case took inside its worker (results.csv) and Ray's overhead per case: (cohort wall - single-process
-wall) / cases for the same thread budget, i.e. Ray start-up, worker start-up and scheduling, amortised.
+It prints the CPU model, the load average before each run, cases per minute, the mean seconds one case took
+inside its process (predict.sh --log, results.csv), and the time outside the cases per case:
+(wall - sum of case seconds / processes) / cases: interpreter and model start-up, and for the cohort runs Ray's
+start-up, worker start-up and scheduling. Ray's overhead per case is the cohort runs' figure minus predict.sh's.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import platform
 import shutil
@@ -84,21 +86,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp:
         inputs = make_cohort(scan, a.copies, Path(tmp))
         load = os.getloadavg()[0]
+        log = Path(tmp) / "single.jsonl"
         wall = timed(["sh", "predict.sh", str(inputs), str(Path(tmp) / "single"), "--threads", str(cores),
-                      "--runtime", a.runtime])
-        single = wall
-        rows.append((f"predict.sh loop, 1 process x {cores} threads", wall, None, load))
+                      "--runtime", a.runtime, "--log", str(log)])
+        per_case = [json.loads(line)["total_s"] for line in log.read_text().splitlines()]
+        rows.append((f"predict.sh loop, 1 process x {cores} threads", wall, sum(per_case) / len(per_case), 1, load))
         for spec in a.configs.split(","):
             workers, threads = (int(x) for x in spec.split("x"))
             load = os.getloadavg()[0]
             wall, per_case = cohort_run(inputs, Path(tmp) / f"cohort{spec}", workers, threads, a.runtime)
-            rows.append((f"cohort, {workers} worker(s) x {threads} thread(s)", wall, per_case, load))
-    print("\n| run | wall s | cases/min | s per case in worker | (wall - predict.sh wall) / cases | load before |")
+            rows.append((f"cohort, {workers} worker(s) x {threads} thread(s)", wall, per_case, workers, load))
+    print("\n| run | wall s | cases/min | s per case (in its process) | outside the cases, s per case | load before |")
     print("|---|---|---|---|---|---|")
-    for name, wall, per_case, load in rows:
-        overhead = "—" if per_case is None else f"{(wall - single) / a.copies:+.2f}"
-        inside = "—" if per_case is None else f"{per_case:.2f}"
-        print(f"| {name} | {wall:.1f} | {a.copies / wall * 60:.1f} | {inside} | {overhead} | {load:.2f} |")
+    for name, wall, per_case, procs, load in rows:
+        outside = (wall - per_case * a.copies / procs) / a.copies
+        print(f"| {name} | {wall:.1f} | {a.copies / wall * 60:.1f} | {per_case:.2f} | {outside:.2f} | {load:.2f} |")
 
 
 if __name__ == "__main__":
