@@ -3,6 +3,7 @@
 #   sh predict.sh [INPUT_DIR] [OUTPUT_DIR]   defaults: /workspace/inputs /workspace/outputs
 # Extra options for `python -m inference` may follow the two folders. Uses ./.venv when present.
 # The folders are passed as --input=DIR/--output=DIR, so a name starting with '-' is never read as an option.
+# ABDOSEG_CARD=flare22 (a card name or a card JSON path) selects the model card; default: the FLARE21 card.
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 IN=${1:-/workspace/inputs}
@@ -10,4 +11,4 @@ OUT=${2:-/workspace/outputs}
 [ $# -gt 0 ] && shift
 [ $# -gt 0 ] && shift
 if [ -x "$HERE/.venv/bin/python" ]; then PY="$HERE/.venv/bin/python"; else PY=python3; fi
-PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -m inference "--input=$IN" "--output=$OUT" "$@"
+PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -m inference "--input=$IN" "--output=$OUT" ${ABDOSEG_CARD:+"--card=$ABDOSEG_CARD"} "$@"

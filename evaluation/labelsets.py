@@ -1,9 +1,12 @@
-"""FLARE21 and FLARE22 label sets with the organisers' scoring rules (no heavy imports)."""
+"""FLARE21 and FLARE22 label sets with the organisers' scoring rules (no heavy imports).
+
+Ids and organ names come from the one definition the models use (inference.labels); this adds the scoring.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from inference.labels import FLARE21_LABELS
+from inference.labels import label_map
 
 
 @dataclass(frozen=True)
@@ -25,28 +28,21 @@ class LabelSet:
     nsd_min_dsc: float = 0.0
 
 
+#: NSD tolerance (mm) of each FLARE22 organ, and the organs scored on the GT's axial slices only.
+_FLARE22_TOLERANCE_MM = {"liver": 5.0, "right_kidney": 3.0, "spleen": 3.0, "pancreas": 5.0, "aorta": 2.0, "ivc": 2.0,
+                         "right_adrenal": 2.0, "left_adrenal": 2.0, "gallbladder": 2.0, "esophagus": 3.0,
+                         "stomach": 5.0, "duodenum": 7.0, "left_kidney": 3.0}
+_GT_SLICES_ONLY = {"aorta", "ivc", "esophagus"}
+
 FLARE21 = LabelSet(
     "flare21",
-    tuple(Organ(label, name, 1.0) for label, name in sorted(FLARE21_LABELS.items()) if label != 0),
+    tuple(Organ(label, name, 1.0) for label, name in label_map("flare21").organs.items()),
 )
 
 FLARE22 = LabelSet(
     "flare22",
-    (
-        Organ(1, "liver", 5.0),
-        Organ(2, "right_kidney", 3.0),
-        Organ(3, "spleen", 3.0),
-        Organ(4, "pancreas", 5.0),
-        Organ(5, "aorta", 2.0, gt_slices_only=True),
-        Organ(6, "ivc", 2.0, gt_slices_only=True),
-        Organ(7, "right_adrenal", 2.0),
-        Organ(8, "left_adrenal", 2.0),
-        Organ(9, "gallbladder", 2.0),
-        Organ(10, "esophagus", 3.0, gt_slices_only=True),
-        Organ(11, "stomach", 5.0),
-        Organ(12, "duodenum", 7.0),
-        Organ(13, "left_kidney", 3.0),
-    ),
+    tuple(Organ(label, name, _FLARE22_TOLERANCE_MM[name], name in _GT_SLICES_ONLY)
+          for label, name in label_map("flare22").organs.items()),
     nsd_min_dsc=0.2,
 )
 

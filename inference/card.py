@@ -4,7 +4,8 @@ A card says what the ONNX file expects and produces: whether it is a bare networ
 model grid, output: class scores) or the composed graph (input: the canonical full-resolution HU volume,
 output: class indices at the model grid), the geometry of the model grid, the HU windows, the canonical
 orientation, how classes map to FLARE labels, how many connected components to keep per label, and the
-sha256 of the ONNX file, which `verify_checksum` checks before anything runs.
+sha256 of the ONNX file, which `verify_checksum` checks before anything runs. `labelset` names the label set
+(inference.labels: organ names, default component rules); a card without it means FLARE21.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from inference.labels import KEEP_COMPONENTS, ComponentRule
+from inference.labels import DEFAULT_LABELSET, ComponentRule, LabelMap, label_map
 from inference.orientation import parse_orientation
 
 CARD_FORMAT = "abdoseg-model-card/1"
@@ -123,11 +124,12 @@ class ModelCard:
     windows: tuple[Window, ...] = COBRA_WINDOWS
     orientation: str = "RAS"
     class_to_label: tuple[int, ...] = COBRA_CLASS_TO_LABEL
-    keep_components: dict[int, int | ComponentRule] = field(default_factory=lambda: dict(KEEP_COMPONENTS))
+    keep_components: dict[int, int | ComponentRule] | None = None  # None: the label set's rule
     network_input: str = "img"
     network_output: str = "output"
     locator: LocatorSpec | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    labelset: str = DEFAULT_LABELSET  # inference.labels: organ names and component rules of the labels
 
     def __post_init__(self) -> None:
         if self.graph not in ("composed", "network"):
@@ -138,10 +140,16 @@ class ModelCard:
             raise CardError(str(e)) from e
         if not self.windows:
             raise CardError("a card needs at least one HU window")
-        if min(self.class_to_label) < 0 or max(self.class_to_label) > 255:
-            raise CardError(f"class_to_label must map to labels 0..255, got {self.class_to_label!r}")
+        try:
+            labels = label_map(self.labelset)
+        except ValueError as e:
+            raise CardError(str(e)) from e
+        if min(self.class_to_label) < 0 or max(self.class_to_label) > labels.max_label:
+            raise CardError(f"class_to_label must map to labels 0..{labels.max_label} ({self.labelset}), "
+                            f"got {self.class_to_label!r}")
+        keep = labels.keep_components if self.keep_components is None else self.keep_components
         try:  # one form in memory: every value a ComponentRule (a card may say just a count)
-            rules = {int(k): ComponentRule.parse(v) for k, v in self.keep_components.items()}
+            rules = {int(k): ComponentRule.parse(v) for k, v in keep.items()}
         except (ValueError, KeyError, TypeError) as e:
             raise CardError(f"bad keep_components entry: {e}") from e
         object.__setattr__(self, "keep_components", rules)
@@ -149,6 +157,11 @@ class ModelCard:
     @property
     def num_classes(self) -> int:
         return len(self.class_to_label)
+
+    @property
+    def label_map(self) -> LabelMap:
+        """The card's label set: organ names and the default component rules."""
+        return label_map(self.labelset)
 
     @property
     def locate_above_mm(self) -> float:
@@ -186,7 +199,7 @@ class ModelCard:
                 pad_hu=float(g.get("pad_hu", -1024.0)),
             )
             windows = tuple(Window(float(w["level"]), float(w["width"])) for w in d.pop("windows", []))
-            keep = {int(k): ComponentRule.parse(v) for k, v in d.pop("keep_components", KEEP_COMPONENTS).items()}
+            keep = d.pop("keep_components", None)
             locator = d.pop("locator", None)
             return cls(
                 geometry=geometry,
@@ -224,6 +237,8 @@ def card_fields(cls: type, d: dict[str, Any], fmt: str, kind: str) -> dict[str, 
 #: The shipped weights; the `cobra` preset borrows the default card's locator from here.
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 SHIPPED_CARD = WEIGHTS_DIR / "abdoseg_coarse.json"
+#: Card names that stand for a shipped card file (`--card flare22`).
+NAMED_CARDS = {"flare21": SHIPPED_CARD, "flare22": WEIGHTS_DIR / "abdoseg_flare22.json"}
 #: The COBRA peer resizes the located region, never less than this z extent (mm): the framing of the
 #: abdomen scans it was trained on, measured in benchmarks/bench_long_scans.py.
 COBRA_WINDOW_MM = 350.0
@@ -254,7 +269,7 @@ def _read_card(path: Path) -> ModelCard:
     try:
         card = ModelCard.from_dict(json.loads(path.read_text()))
     except FileNotFoundError as e:
-        raise CardError(f"{path}: model card not found (presets: {sorted(PRESETS)})") from e
+        raise CardError(f"{path}: model card not found (presets: {sorted({*PRESETS, *NAMED_CARDS})})") from e
     except json.JSONDecodeError as e:
         raise CardError(f"{path}: model card is not valid JSON ({e})") from e
     if card.locator is None:
@@ -274,7 +289,7 @@ def load_card(spec: str | Path, model_path: Path | None = None) -> tuple[ModelCa
             raise CardError(f"card preset {str(spec)!r} needs an explicit --model file")
         locator = _read_card(SHIPPED_CARD).locator if SHIPPED_CARD.is_file() else None
         return PRESETS[str(spec)](Path(model_path).name, locator), Path(model_path)
-    path = Path(spec)
+    path = NAMED_CARDS.get(str(spec), Path(spec))
     card = _read_card(path)
     return card, Path(model_path) if model_path is not None else path.parent / card.model_file
 

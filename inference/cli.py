@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="python -m inference",
-        description="Segment abdominal CT scans (FLARE21 labels: 1 liver, 2 kidneys, 3 spleen, 4 pancreas). "
+        description="Segment abdominal CT scans (the card's label set: FLARE21 by default, 1 liver, 2 kidneys, "
+        "3 spleen, 4 pancreas; --card flare22: FLARE22's 13 organs). "
         "Reads every <case>_0000.{nii.gz,nii,mha,nrrd} in INPUT, writes <case>.nii.gz (uint8) to OUTPUT on "
         "the input's exact grid. Exit status 0 only if every case succeeded.",
     )
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=None,
                    help="ONNX file (default: the one the card names, beside the card)")
     p.add_argument("--card", default=str(DEFAULT_CARD),
-                   help="model card JSON, or a preset: 'cobra' = the COBRA published format (needs --model) "
+                   help="model card JSON, a shipped card's name ('flare21', 'flare22': weights/abdoseg_flare22.json), or a "
+                   "preset: 'cobra' = the COBRA published format (needs --model) "
                    f"(default: {DEFAULT_CARD.relative_to(DEFAULT_CARD.parent.parent)})")
     p.add_argument("--runtime", choices=("openvino", "onnxruntime"), default=DEFAULT_RUNTIME,
                    help=f"CPU runtime for the graph (default: {DEFAULT_RUNTIME}, the faster cold run here)")

@@ -1,4 +1,8 @@
-"""FLARE21 label map and the connected-component rule of the cleanup stage (no heavy imports)."""
+"""Label sets (id -> organ name, and the connected-component rule of the cleanup stage per organ) as data.
+
+A model card names its label set (`ModelCard.labelset`); the pipeline, post-processing, logs, training, export
+and evaluation read names and rules from `label_map(name)`. No heavy imports.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,3 +59,58 @@ KEEP_COMPONENTS: dict[int, ComponentRule] = {
     3: ComponentRule(keep=1, min_ml=2.0),
     4: ComponentRule(keep=1, extra=1, min_ratio=0.3, near_mm=5.0, min_ml=0.5),
 }
+
+
+#: FLARE22's 13 organs (names as evaluation.labelsets scores them).
+FLARE22_LABELS: dict[int, str] = {
+    0: "background", 1: "liver", 2: "right_kidney", 3: "spleen", 4: "pancreas", 5: "aorta", 6: "ivc",
+    7: "right_adrenal", 8: "left_adrenal", 9: "gallbladder", 10: "esophagus", 11: "stomach", 12: "duodenum",
+    13: "left_kidney",
+}
+
+#: The FLARE22 cleanup rule: each organ is one connected piece, so each keeps its largest (each kidney 1, as
+#: the two kidneys are separate labels). Minimum volumes drop stray specks: the FLARE21 figures for liver,
+#: kidneys, spleen and pancreas (whose second-piece rule is kept); 1 ml for the long vessels and stomach, whose
+#: pieces in a scan are large; 0.1 ml for the adrenals, the smallest organs (about 4-6 ml, thin). The duodenum
+#: (a curved tube that thin partial-volume slices may cut) keeps a second piece on the pancreas rule.
+FLARE22_KEEP_COMPONENTS: dict[int, ComponentRule] = {
+    1: KEEP_COMPONENTS[1], 2: ComponentRule(keep=1, min_ml=2.0), 3: KEEP_COMPONENTS[3], 4: KEEP_COMPONENTS[4],
+    5: ComponentRule(keep=1, min_ml=1.0), 6: ComponentRule(keep=1, min_ml=1.0),
+    7: ComponentRule(keep=1, min_ml=0.1), 8: ComponentRule(keep=1, min_ml=0.1),
+    9: ComponentRule(keep=1, min_ml=0.5), 10: ComponentRule(keep=1, min_ml=0.5), 11: ComponentRule(keep=1, min_ml=1.0),
+    12: ComponentRule(keep=1, extra=1, min_ratio=0.3, near_mm=5.0, min_ml=0.5), 13: ComponentRule(keep=1, min_ml=2.0),
+}
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """A label set: `names` id -> organ name (0: background) and the component rule of each organ."""
+
+    name: str
+    names: dict[int, str]
+    keep_components: dict[int, ComponentRule]
+
+    @property
+    def organs(self) -> dict[int, str]:
+        """id -> name of the organs (background left out), in id order."""
+        return {k: v for k, v in sorted(self.names.items()) if k != 0}
+
+    @property
+    def max_label(self) -> int:
+        return max(self.names)
+
+
+LABEL_MAPS: dict[str, LabelMap] = {
+    "flare21": LabelMap("flare21", FLARE21_LABELS, KEEP_COMPONENTS),
+    "flare22": LabelMap("flare22", FLARE22_LABELS, FLARE22_KEEP_COMPONENTS),
+}
+#: A card that names no label set means this one (the cards written before label sets were data).
+DEFAULT_LABELSET = "flare21"
+
+
+def label_map(name: str) -> LabelMap:
+    """The label set called `name`; ValueError naming the valid ones otherwise."""
+    try:
+        return LABEL_MAPS[name]
+    except KeyError:
+        raise ValueError(f"unknown label set {name!r}; valid: {', '.join(LABEL_MAPS)}") from None

@@ -26,7 +26,6 @@ import SimpleITK as sitk
 from inference.card import ModelCard, load_card, verify_checksum
 from inference.geometry import axis_maps, upsample_labels
 from inference.io import read_array, read_header, write_labels_atomic
-from inference.labels import FLARE21_LABELS
 from inference.locate import ZRange, locator_input, region_from_probabilities, segment_window
 from inference.orientation import Reorientation, orientation_of
 from inference.postprocess import classes_to_labels, keep_largest_components
@@ -200,7 +199,7 @@ class Predictor:
         labels = keep_largest_components(classes_to_labels(classes, self.card.class_to_label),
                                          self.card.keep_components, spacing=low_spacing)
         counts = np.bincount(labels.ravel(), minlength=256)
-        clock.organs_found = [FLARE21_LABELS.get(int(k), str(int(k))) for k in np.flatnonzero(counts[1:]) + 1]
+        clock.organs_found = [self.card.label_map.names.get(int(k), str(int(k))) for k in np.flatnonzero(counts[1:]) + 1]
         clock.lap("labels")
         full = upsample_labels(labels, maps)
         clock.lap("upsample")

@@ -35,6 +35,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                    help="start from this checkpoint's weights, or from a shipped composed .onnx (fine-tune)")
     p.add_argument("--freeze-norm", action="store_true",
                    help="keep BatchNorm statistics frozen (needed when --init-from is an .onnx: its norms are folded)")
+    p.add_argument("--labelset", choices=("flare21", "flare22"), default="flare21",
+                   help="label set of the labels and the network's organ classes (inference.labels; default flare21)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt with OUT/config.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -100,7 +102,7 @@ def _run_train(args: argparse.Namespace) -> int:
             ce_weight=args.ce_weight, max_minutes=args.max_minutes, seed=args.seed, device=args.device,
             threads=args.threads, augment=AugmentConfig(flip_lr=args.flip_lr),
             init_from=None if args.init_from is None else str(_checkpoint(args.init_from, args.out)),
-            freeze_norm=args.freeze_norm,
+            freeze_norm=args.freeze_norm, labelset=args.labelset,
         )
     best = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     logging.getLogger("training").info("best epoch %s: mean organ Dice %.4f", best.get("epoch"), best["val_mean_dice"])

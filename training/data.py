@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from inference.card import Geometry
+from inference.labels import DEFAULT_LABELSET, label_map
 
 BODY_HU = -200.0
-N_ORGAN_LABELS = 4  # FLARE21: 1 liver, 2 kidneys, 3 spleen, 4 pancreas
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,10 @@ def find_cases(data_dir: Path) -> list[Case]:
     return cases
 
 
-def read_canonical(case: Case, orientation: str = "RAS") -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
-    """(HU int16, labels uint8, spacing z,y,x mm) of a case in the canonical array orientation.
+def read_canonical(case: Case, orientation: str = "RAS", labelset: str = DEFAULT_LABELSET
+                   ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """(HU int16, labels uint8, spacing z,y,x mm) of a case in the canonical array orientation; its labels
+    must be ids of `labelset` (inference.labels).
 
     The HU array is exactly what the inference pipeline feeds its graph (inference.scan.canonical_hu).
     """
@@ -129,8 +131,9 @@ def read_canonical(case: Case, orientation: str = "RAS") -> tuple[np.ndarray, np
         raise ValueError(f"{case.label}: grid differs from its image {case.image.name} (size/spacing/direction)")
     hu, spacing, reo = canonical_hu(read_array(reader), grid, orientation)
     labels = np.ascontiguousarray(reo.apply(sitk.GetArrayFromImage(label)))
-    if labels.min() < 0 or labels.max() > N_ORGAN_LABELS:
-        raise ValueError(f"{case.label}: labels must lie in 0..{N_ORGAN_LABELS}, got {labels.min()}..{labels.max()}")
+    top = label_map(labelset).max_label
+    if labels.min() < 0 or labels.max() > top:
+        raise ValueError(f"{case.label}: {labelset} labels must lie in 0..{top}, got {labels.min()}..{labels.max()}")
     # canonical_hu may return a read-only view of the read buffer: the cache wants its own writable array
     return np.array(hu, dtype=np.int16, order="C", copy=True), labels.astype(np.uint8), tuple(float(s) for s in spacing)
 
@@ -166,17 +169,18 @@ def body_mask(hu: np.ndarray, threshold: float = BODY_HU) -> np.ndarray:
 
 
 def training_classes(hu: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Network classes: 0 air, 1 body, 2..5 = FLARE label + 1 (label 0 inside the body is class 1)."""
+    """Network classes: 0 air, 1 body, 2.. = label + 1 (label 0 inside the body is class 1)."""
     classes = np.where(labels > 0, labels.astype(np.uint8) + 1, 0).astype(np.uint8)
     classes[(labels == 0) & body_mask(hu)] = 1
     return classes
 
 
-def model_grid_sample(case: Case, crop: Crop, resampler: Resampler, orientation: str = "RAS") -> Sample:
+def model_grid_sample(case: Case, crop: Crop, resampler: Resampler, orientation: str = "RAS",
+                      labelset: str = DEFAULT_LABELSET) -> Sample:
     """Read, re-frame at full resolution, resample with the inference graph, derive training classes."""
     from inference.geometry import axis_maps, downsample_labels
 
-    hu, labels, spacing = read_canonical(case, orientation)
+    hu, labels, spacing = read_canonical(case, orientation, labelset)
     if crop.is_long:
         from training.long_scans import extend_arrays, filler_slices
 
@@ -199,7 +203,7 @@ def _cache_key(case: Case, crop: Crop, geometry: Geometry) -> str:
 
 
 def load_samples(
-    cases: list[Case], crops: tuple[Crop, ...], geometry: Geometry, cache_dir: Path
+    cases: list[Case], crops: tuple[Crop, ...], geometry: Geometry, cache_dir: Path, labelset: str = DEFAULT_LABELSET
 ) -> list[Sample]:
     """Model-grid samples of every case × crop, computed once and cached as .npz in `cache_dir`."""
     cache_dir = Path(cache_dir)
@@ -216,7 +220,7 @@ def load_samples(
                     samples.append(Sample(case.name, crop.name, z["hu"], z["classes"]))
                 continue
             resampler = resampler or Resampler(geometry)
-            sample = model_grid_sample(case, crop, resampler)
+            sample = model_grid_sample(case, crop, resampler, labelset=labelset)
             tmp = path.with_suffix(".tmp.npz")
             np.savez(tmp, hu=sample.hu, classes=sample.classes)
             tmp.replace(path)
@@ -234,6 +238,6 @@ def _has_organ_free_slices(case: Case, minimum: int = 5) -> bool:
     return filler_slices(labels).stop >= minimum
 
 
-def class_counts(samples: list[Sample], n_classes: int = 6) -> np.ndarray:
+def class_counts(samples: list[Sample], n_classes: int) -> np.ndarray:
     """Voxel count of each class over the samples."""
     return sum(np.bincount(s.classes.ravel(), minlength=n_classes) for s in samples)

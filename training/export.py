@@ -22,7 +22,7 @@ import torch
 from inference.card import ModelCard, sha256_of
 from training.data import FULL, UPPER60, Crop, find_cases, read_canonical, Resampler
 from training.network import CobraUNet, count_parameters
-from training.train import TrainConfig
+from training.train import TrainConfig, build_network, network_classes
 from training.windows import hu_to_channels
 
 log = logging.getLogger("training.export")
@@ -50,13 +50,13 @@ def load_run(run_dir: Path, checkpoint: str = "best.pt") -> tuple[TrainConfig, C
             raise ExportError(f"{run_dir / needed}: missing; is {run_dir} a training run folder?")
     cfg = TrainConfig.from_json((run_dir / "config.json").read_text())
     state = torch.load(run_dir / checkpoint, map_location="cpu", weights_only=False)
-    model = CobraUNet()
+    model = build_network(cfg.labelset)
     model.load_state_dict(state["model"])
     return cfg, model.eval(), state
 
 
 def network_onnx(model: CobraUNet, shape: tuple[int, int, int]) -> "onnx.ModelProto":  # noqa: F821
-    """The bare network as ONNX: "img" [1, 2, *shape] -> "output" [1, 6, *shape] (BatchNorm folded)."""
+    """The bare network as ONNX: "img" [1, 2, *shape] -> "output" [1, classes, *shape] (BatchNorm folded)."""
     import onnx
 
     buffer = io.BytesIO()
@@ -86,7 +86,7 @@ def parity_check(
     resampler = Resampler(cfg.geometry)
     results = []
     for case in find_cases(data_dir):
-        hu_full, _, spacing = read_canonical(case)
+        hu_full, _, spacing = read_canonical(case, labelset=cfg.labelset)
         for crop in crops:
             hu = np.ascontiguousarray(hu_full[crop.slices(hu_full.shape)])
             feeds = {"ct": hu}
@@ -119,7 +119,9 @@ def export_run(
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     cfg, model, state = load_run(run_dir, checkpoint)
-    draft = ModelCard(name=name, model_file=f"{name}.onnx", sha256=None, graph="composed", geometry=cfg.geometry)
+    class_to_label = (0, *range(network_classes(cfg.labelset) - 1))  # air, body -> 0; class c -> label c - 1
+    draft = ModelCard(name=name, model_file=f"{name}.onnx", sha256=None, graph="composed", geometry=cfg.geometry,
+                      class_to_label=class_to_label, labelset=cfg.labelset)
     composed = compose_with_network(network_onnx(model, cfg.geometry.shape), draft)
     onnx_bytes = composed.SerializeToString()
     parity = parity_check(model, onnx_bytes, cfg, Path(parity_data or cfg.data))
@@ -139,7 +141,7 @@ def export_run(
         "training_data": {
             "cases": [c.name for c in find_cases(Path(cfg.data))],
             "source": "TotalSegmentator public test files (wasserth/TotalSegmentator @ 0e65a448, "
-            "tests/reference_files; Apache-2.0); labels are TotalSegmentator outputs remapped to FLARE21",
+            f"tests/reference_files; Apache-2.0); labels are TotalSegmentator outputs remapped to {cfg.labelset.upper()}",
             "validation": "the same two scans (one fold)" if cfg.folds == 1 else f"fold {cfg.fold} of {cfg.folds}",
         },
         "recipe": recipe,
@@ -157,7 +159,8 @@ def export_run(
     }
     card_path = out_dir / f"{name}.json"
     card = ModelCard(name=name, model_file=onnx_path.name, sha256=sha256_of(onnx_path), graph="composed",
-                     geometry=cfg.geometry, locator=_existing_locator(card_path), provenance=provenance)
+                     geometry=cfg.geometry, locator=_existing_locator(card_path), provenance=provenance,
+                     class_to_label=class_to_label, labelset=cfg.labelset)
     card.save(card_path)
     for extra, target in (("train.log", f"{name}.train.log"), ("train_log.jsonl", f"{name}.train_log.jsonl"),
                           ("curves.png", f"{name}.curves.png")):

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from inference.card import Geometry
+from inference.labels import DEFAULT_LABELSET, label_map
 from training.augment import AugmentConfig, augmented_crop
 from training import distributed
 from training.data import CROPS, TRAIN_CROPS, Case, Sample, class_counts, find_cases, load_samples
@@ -33,7 +34,24 @@ from training.network import N_CLASSES, CobraUNet
 from training.windows import hu_to_channels
 
 log = logging.getLogger("training")
-ORGAN_NAMES = ("liver", "kidneys", "spleen", "pancreas")  # classes 2..5
+
+
+def organ_names(labelset: str) -> tuple[str, ...]:
+    """Names of the organ classes 2.. of a label set's network (class = label + 1; 0 air, 1 body)."""
+    return tuple(label_map(labelset).organs.values())
+
+
+def network_classes(labelset: str) -> int:
+    """Network classes of a label set: air, body, then one per organ."""
+    return 2 + len(label_map(labelset).organs)
+
+
+def build_network(labelset: str, dropout: float = 0.1, frozen_norm: bool = False) -> CobraUNet:
+    """The whole-scan network with one output class per organ of `labelset` (plus air and body)."""
+    model = CobraUNet(dropout=dropout, frozen_norm=frozen_norm)
+    if network_classes(labelset) != N_CLASSES:
+        model.head = torch.nn.Conv3d(model.head.in_channels, network_classes(labelset), 1)
+    return model
 
 
 @dataclass(frozen=True)
@@ -64,6 +82,7 @@ class TrainConfig:
     dropout: float = 0.1  # the input stage's channel dropout (CobraUNet)
     freeze_norm: bool = False  # BatchNorm statistics frozen (fine-tuning a warm start, training.warm_start)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    labelset: str = DEFAULT_LABELSET  # inference.labels: the organs the labels hold and the network predicts
 
     def __post_init__(self) -> None:
         if self.folds < 1 or not 0 <= self.fold < self.folds:
@@ -75,6 +94,7 @@ class TrainConfig:
             raise ValueError(f"unknown validation crop(s) {sorted(unknown)}; valid: {sorted(CROPS)}")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        label_map(self.labelset)  # ValueError naming the valid label sets
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -107,8 +127,8 @@ def sample_center(classes: np.ndarray, rng: np.random.Generator, organ_p: float)
     organs present (so small organs are seen as often as the liver); otherwise a body voxel."""
     wanted = classes >= 1
     if rng.random() < organ_p:
-        present = [c for c in range(2, N_CLASSES) if np.any(classes == c)]
-        if present:
+        present = np.flatnonzero(np.bincount(classes.ravel())[2:]) + 2
+        if present.size:
             wanted = classes == present[rng.integers(len(present))]
     idx = np.flatnonzero(wanted)
     if idx.size == 0:
@@ -137,7 +157,7 @@ def make_batch(
     return torch.stack(images), torch.stack(targets)
 
 
-def dice_scores(pred: np.ndarray, truth: np.ndarray, classes: range = range(2, N_CLASSES)) -> list[float]:
+def dice_scores(pred: np.ndarray, truth: np.ndarray, classes: range) -> list[float]:
     """Hard Dice per class; NaN where the class is absent from both."""
     out = []
     for c in classes:
@@ -163,13 +183,15 @@ def validate(model: torch.nn.Module, samples: list[Sample], loss_fn: DiceCELoss,
         target = torch.from_numpy(s.classes.astype(np.int64))[None].to(cfg.device)
         with torch.autocast("cuda", enabled=cfg.device.startswith("cuda")):
             logits = model(image)
-        scores.append((float(loss_fn(logits.float(), target)), dice_scores(logits.argmax(1)[0].cpu().numpy(), s.classes)))
+        pred = logits.argmax(1)[0].cpu().numpy()
+        scores.append((float(loss_fn(logits.float(), target)), dice_scores(pred, s.classes, range(2, logits.shape[1]))))
     scores = distributed.gather(scores, ctx)
     losses, dices = [x[0] for x in scores], [x[1] for x in scores]
-    per_organ = np.nanmean(np.array(dices, dtype=float), axis=0) if dices else np.full(4, np.nan)
+    names = organ_names(cfg.labelset)
+    per_organ = np.nanmean(np.array(dices, dtype=float), axis=0) if dices else np.full(len(names), np.nan)
     return {
         "val_loss": float(np.mean(losses)),
-        "val_dice": {n: float(d) for n, d in zip(ORGAN_NAMES, per_organ)},
+        "val_dice": {n: float(d) for n, d in zip(names, per_organ)},
         "val_mean_dice": float(np.nanmean(per_organ)),
     }
 
@@ -189,7 +211,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
     a.set_ylabel("Dice + CE loss")
     a.set_yscale("log")
     a.legend()
-    for name in ORGAN_NAMES:
+    for name in history[0]["val_dice"] if history else ():
         b.plot(epochs, [h["val_dice"][name] for h in history], label=name)
     b.set_xlabel("epoch")
     b.set_ylabel("validation Dice (model grid)")
@@ -264,8 +286,9 @@ def _load_data(cfg: TrainConfig, run_dir: Path, ctx: distributed.Context) -> tup
     """Cached model-grid samples for training and validation (rank 0 fills the cache, the others then read it)."""
     train_cases, val_cases = split_cases(find_cases(Path(cfg.data)), cfg.folds, cfg.fold)
     with distributed.main_first(ctx):
-        train_samples = load_samples(train_cases, TRAIN_CROPS, cfg.geometry, run_dir / "cache")
-        val_samples = load_samples(val_cases, tuple(CROPS[n] for n in cfg.val_crops), cfg.geometry, run_dir / "cache")
+        train_samples = load_samples(train_cases, TRAIN_CROPS, cfg.geometry, run_dir / "cache", cfg.labelset)
+        val_samples = load_samples(val_cases, tuple(CROPS[n] for n in cfg.val_crops), cfg.geometry, run_dir / "cache",
+                                   cfg.labelset)
     log.info("train: %s (%d cached scans); validation: %s (%d scans)%s",
              [c.name for c in train_cases], len(train_samples), [c.name for c in val_cases], len(val_samples),
              " — the SAME cases (one fold)" if cfg.folds == 1 else "")
@@ -275,12 +298,11 @@ def _load_data(cfg: TrainConfig, run_dir: Path, ctx: distributed.Context) -> tup
 def _build(cfg: TrainConfig, train_samples: list[Sample], resume: bool,
            ctx: distributed.Context) -> tuple[_Parts, DiceCELoss]:
     """Network (rank 0's initial weights on every rank), optimiser, schedule, scaler and loss."""
-    weights = class_weights_from_counts(class_counts(train_samples), cfg.dice_power)
+    weights = class_weights_from_counts(class_counts(train_samples, network_classes(cfg.labelset)), cfg.dice_power)
     log.info("class weights: %s", np.round(weights, 4).tolist())
-    model = CobraUNet(dropout=cfg.dropout, frozen_norm=cfg.freeze_norm).to(cfg.device)
+    model = build_network(cfg.labelset, cfg.dropout, cfg.freeze_norm).to(cfg.device)
     if cfg.init_from and not resume:  # fine-tune: weights only; optimiser, schedule and history start fresh
-        model.load_state_dict(torch.load(cfg.init_from, map_location=cfg.device, weights_only=False)["model"])
-        log.info("initialised the network from %s", cfg.init_from)
+        init_weights(model, cfg.init_from, cfg.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     net = distributed.wrap(model, ctx)
@@ -288,6 +310,19 @@ def _build(cfg: TrainConfig, train_samples: list[Sample], resume: bool,
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=cfg.plateau_patience)
     parts = _Parts(model, net, opt, sched, torch.amp.GradScaler("cuda", enabled=cfg.device == "cuda"))
     return parts, DiceCELoss(weights, cfg.ce_weight).to(cfg.device)
+
+
+def init_weights(model: torch.nn.Module, checkpoint: str | Path, device: str) -> list[str]:
+    """Load a checkpoint's weights into `model`; tensors whose shape differs (the output head of a network
+    trained on another label set) keep their fresh initialisation. Return the names of those."""
+    state = torch.load(checkpoint, map_location=device, weights_only=False)["model"]
+    fresh = [k for k, v in model.state_dict().items() if k in state and state[k].shape != v.shape]
+    result = model.load_state_dict({k: v for k, v in state.items() if k not in fresh}, strict=False)
+    if set(result.missing_keys) - set(fresh) or result.unexpected_keys:
+        raise ValueError(f"{checkpoint}: not this network's weights (missing {sorted(set(result.missing_keys) - set(fresh))}, "
+                         f"unexpected {result.unexpected_keys})")
+    log.info("initialised the network from %s%s", checkpoint, f" (fresh: {', '.join(fresh)})" if fresh else "")
+    return fresh
 
 
 def _start(parts: _Parts, cfg: TrainConfig, run_dir: Path, resume: bool, ctx: distributed.Context) -> int:

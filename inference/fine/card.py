@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.card import WEIGHTS_DIR, CardError, Shape3, Spacing3, Window, card_fields, card_json, sha256_of
-from inference.labels import FLARE21_LABELS, KEEP_COMPONENTS, ComponentRule
+from inference.labels import DEFAULT_LABELSET, ComponentRule, label_map
 
 FINE_CARD_FORMAT = "abdoseg-fine-card/1"
 #: Card file name inside a weights folder.
@@ -27,7 +27,7 @@ class Architecture:
     """nnU-Net-style 3D U-Net: `n_stages` resolutions, features base·2^s capped at `max_features`."""
 
     in_channels: int = len(FINE_WINDOWS)
-    n_classes: int = len(FLARE21_LABELS)
+    n_classes: int = len(label_map(DEFAULT_LABELSET).names)
     base_features: int = 32
     max_features: int = 320
     n_stages: int = 5
@@ -110,9 +110,11 @@ class FineCard:
     step: float = 0.5
     windows: tuple[Window, ...] = FINE_WINDOWS
     margin_mm: float = 20.0
-    keep_components: dict[int, int | ComponentRule] = field(default_factory=lambda: dict(KEEP_COMPONENTS))
+    keep_components: dict[int, int | ComponentRule] = field(
+        default_factory=lambda: dict(label_map(DEFAULT_LABELSET).keep_components))
     provenance: Provenance = Provenance()
     validation: Validation | None = None
+    labelset: str = DEFAULT_LABELSET  # inference.labels; classes are its label ids directly
 
     def __post_init__(self) -> None:
         if len(self.spacing) != 3 or min(self.spacing) <= 0:
@@ -128,9 +130,13 @@ class FineCard:
             )
         if any(w.width <= 0 for w in self.windows):
             raise CardError(f"HU window widths must be positive, got {self.windows!r}")
-        if self.architecture.n_classes != len(FLARE21_LABELS):
+        try:
+            names = label_map(self.labelset).names
+        except ValueError as e:
+            raise CardError(str(e)) from e
+        if self.architecture.n_classes != len(names):
             n = self.architecture.n_classes
-            raise CardError(f"n_classes must be {len(FLARE21_LABELS)} (FLARE21 labels), got {n}")
+            raise CardError(f"n_classes must be {len(names)} ({self.labelset} labels), got {n}")
         if self.margin_mm < 0:
             raise CardError(f"margin_mm must be >= 0, got {self.margin_mm!r}")
 
@@ -152,7 +158,8 @@ class FineCard:
                 spacing=tuple(float(s) for s in d.pop("spacing")),  # type: ignore[arg-type]
                 patch_size=tuple(int(p) for p in d.pop("patch_size")),  # type: ignore[arg-type]
                 windows=tuple(Window(float(w["level"]), float(w["width"])) for w in d.pop("windows")),
-                keep_components={int(k): ComponentRule.parse(v) for k, v in d.pop("keep_components", KEEP_COMPONENTS).items()},
+                keep_components={int(k): ComponentRule.parse(v) for k, v in d.pop(
+                    "keep_components", label_map(d.get("labelset", DEFAULT_LABELSET)).keep_components).items()},
                 provenance=Provenance(**d.pop("provenance", {})),
                 validation=None if d.get("validation") is None else Validation.from_dict(d.pop("validation")),
                 **{k: v for k, v in d.items() if k != "validation"},
@@ -184,10 +191,10 @@ def load_fine_card(path: Path) -> tuple[FineCard, Path]:
 
 def fine_verdict(card: FineCard) -> str | None:
     """None when the card shows the fine path at least as good as the coarse path (DSC and NSD) on every organ
-    of its label set; otherwise why not, in words for the model line. No record: not shown to win."""
+    of its label set (`labelset`); otherwise why not, in words for the model line. No record: not shown to win."""
     if card.validation is None:
         return "its card records no validation against the coarse path"
-    organs = [name for label, name in sorted(FLARE21_LABELS.items()) if label != 0]
+    organs = list(label_map(card.labelset).organs.values())
     lost = card.validation.losses(organs)
     return f"it loses on {', '.join(lost)}" if lost else None
 
