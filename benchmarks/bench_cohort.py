@@ -18,7 +18,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -28,17 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_pipeline import ensure_volumes  # noqa: E402  (the same cached benchS volume)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from bench_pipeline import cpu_model, ensure_volumes  # noqa: E402  (the same cached benchS volume)
 
 
 def make_cohort(scan: Path, copies: int, folder: Path) -> Path:

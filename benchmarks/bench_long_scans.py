@@ -3,6 +3,8 @@ what the locate stage costs on a FLARE-sized whole-body volume.
 
     python benchmarks/bench_long_scans.py accuracy   # DSC table: abdomen-only vs long variants (both cards)
     python benchmarks/bench_long_scans.py cost       # 512x512x800 at 1.5 mm: locate vs bare forward, peak RSS
+    python benchmarks/bench_long_scans.py rules      # the component rule vs largest-k vs every piece (both cards)
+    python benchmarks/bench_long_scans.py overhead   # a short scan (benchS): this stage's cost vs the card without it
 
 Long variants are abdpelvis3mm with mirrored organ-free slices appended (training.long_scans): organs at the
 top (636 mm, chest-abdomen-pelvis length), at the bottom, in the middle, whole-body 1,386 mm and 2,000 mm, and
@@ -11,7 +13,6 @@ re-stored LPS / PIR copies; "pelvis only" is the organ-free part alone. A figure
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -20,22 +21,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.bench_pipeline import cpu_model  # noqa: E402
 DATA = ROOT / "tests" / "data" / "flare21"
 PEER = ROOT.parent / "shared" / "peers" / "cobra" / "cobra_abdomenct1k.onnx"
 ORGANS = {1: "liver", 2: "kidneys", 3: "spleen", 4: "pancreas"}
 #: name -> (mm appended below, mm appended above) to abdpelvis3mm (336 mm, organs in its upper 138 mm)
 VARIANTS = {"long636_top": (300, 0), "long636_bottom": (0, 300), "long786_middle": (225, 225),
             "long1386": (525, 525), "long2000_top": (1664, 0), "long2000_middle": (832, 832)}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def dice(gt: np.ndarray, pred: np.ndarray) -> float:
@@ -72,12 +64,12 @@ def variants(case: str = "abdpelvis3mm"):
     yield "pelvis only 1,100 mm", img, lab
 
 
-def accuracy(runtime: str, threads: int) -> None:
+def accuracy(runtime: str, threads: int, card: str | None = None) -> None:
     import SimpleITK as sitk
 
-    from inference.pipeline import Predictor, StageClock
+    from inference.pipeline import DEFAULT_CARD, Predictor, StageClock
 
-    cards = [("shipped", Predictor.load(runtime=runtime, threads=threads))]
+    cards = [("shipped", Predictor.load(card or DEFAULT_CARD, runtime=runtime, threads=threads))]
     if PEER.exists():
         cards.append(("cobra peer", Predictor.load("cobra", PEER, runtime=runtime, threads=threads)))
     print(f"# {cpu_model()}; {runtime}, {threads} threads")
@@ -94,6 +86,65 @@ def accuracy(runtime: str, threads: int) -> None:
             print(f"| {card_name} | {name} | {mm:.0f} | {loc or 'not located'} | "
                   + " | ".join("—" if np.isnan(d) else f"{d:.3f}" for d in scores)
                   + f" | {', '.join(clock.organs_found or []) or 'none'} |")
+
+
+def rules(runtime: str, threads: int, card: str | None = None) -> None:
+    """DSC of both cards on both real scans under three cleanup rules: largest-k, the card's rule, every piece."""
+    import dataclasses
+
+    import SimpleITK as sitk
+
+    from inference.labels import KEEP_COMPONENTS
+    from inference.pipeline import DEFAULT_CARD, Predictor
+
+    variants = {"largest-k (1, 2, 1, 1)": {1: 1, 2: 2, 3: 1, 4: 1}, "FLARE21 rule": KEEP_COMPONENTS, "every piece": {}}
+    cards = [("shipped", Predictor.load(card or DEFAULT_CARD, runtime=runtime, threads=threads))]
+    if PEER.exists():
+        cards.append(("cobra peer", Predictor.load("cobra", PEER, runtime=runtime, threads=threads)))
+    print(f"# {cpu_model()}; {runtime}, {threads} threads")
+    print("| model, scan | " + " | ".join(variants) + " |\n|---|" + "---|" * len(variants))
+    for card_name, predictor in cards:
+        for case in ("abdpelvis3mm", "upperabd1mm"):
+            image = sitk.ReadImage(str(DATA / "imagesTr" / f"{case}_0000.nii.gz"))
+            gt = sitk.GetArrayFromImage(sitk.ReadImage(str(DATA / "labelsTr" / f"{case}.nii.gz")))
+            cells = []
+            for rule in variants.values():
+                predictor.card = dataclasses.replace(predictor.card, keep_components=rule)
+                pred = predictor.segment_image(image)
+                cells.append(" / ".join("—" if np.isnan(d) else f"{d:.3f}" for d in (dice(gt == k, pred == k) for k in ORGANS)))
+            print(f"| {card_name}, {case} | " + " | ".join(cells) + " |")
+
+
+def overhead(runtime: str, threads: int, repeats: int) -> None:
+    """What the locate stage and the component rule add to a scan no longer than the canvas (benchS, 335 mm):
+    Predictor.segment with the shipped card against the same card without a locator and with largest-k counts,
+    interleaved, CPU seconds of this process (robust to other load on the machine) and wall seconds."""
+    import dataclasses
+
+    import SimpleITK as sitk
+
+    from benchmarks.bench_pipeline import ensure_volumes
+    from inference.pipeline import Predictor, StageClock
+    from inference.scan import Grid, canonical_hu
+
+    image = sitk.ReadImage(str(ensure_volumes(["S"])["S"]))
+    ct, spacing, _ = canonical_hu(sitk.GetArrayViewFromImage(image), Grid.of(image), "RAS")
+    new = Predictor.load(runtime=runtime, threads=threads)
+    old = Predictor(dataclasses.replace(new.card, locator=None, keep_components={1: 1, 2: 2, 3: 1, 4: 1}),
+                    new.session, runtime=new.runtime)
+    timings: dict[str, list[tuple[float, float, float]]] = {"with": [], "without": []}
+    for i in range(repeats + 1):
+        for name, predictor in (("with", new), ("without", old)):
+            clock, cpu, wall = StageClock(), time.process_time(), time.perf_counter()
+            predictor.segment(ct, spacing, clock)
+            if i:  # the first round warms both up
+                timings[name].append((time.process_time() - cpu, time.perf_counter() - wall, clock.seconds["labels"]))
+    med = {k: [float(np.median([t[j] for t in v])) for j in range(3)] for k, v in timings.items()}
+    print(f"# {cpu_model()}; {runtime}, {threads} threads; benchS 512x512x134 (335 mm: not located); {repeats} rounds")
+    for k, (cpu, wall, labels) in med.items():
+        print(f"{k:8} locate stage + rule: segment CPU {cpu:.3f} s, wall {wall:.3f} s, labels stage {labels:.4f} s")
+    print(f"difference: CPU {med['with'][0] - med['without'][0]:+.3f} s ({(med['with'][0] / med['without'][0] - 1):+.1%}), "
+          f"labels stage {med['with'][2] - med['without'][2]:+.4f} s")
 
 
 def whole_body_volume() -> Path:
@@ -146,12 +197,16 @@ def cost(runtime: str, threads: int, repeats: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("accuracy", "cost"))
+    p.add_argument("what", choices=("accuracy", "cost", "rules", "overhead"))
     p.add_argument("--runtime", default="openvino", choices=("openvino", "onnxruntime"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--card", default=None, help="model card (default: the shipped one)")
     args = p.parse_args()
-    accuracy(args.runtime, args.threads) if args.what == "accuracy" else cost(args.runtime, args.threads, args.repeats)
+    if args.what in ("cost", "overhead"):
+        {"cost": cost, "overhead": overhead}[args.what](args.runtime, args.threads, args.repeats)
+    else:
+        {"accuracy": accuracy, "rules": rules}[args.what](args.runtime, args.threads, args.card)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -26,6 +27,22 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SHARED_TOOL = ROOT.parent / "shared" / "tools" / "make_bench_volumes.py"
 CACHE = ROOT / ".cache" / "bench"
+
+
+def cpu_model() -> str:
+    """The CPU's model name and its vector ISA flags (a figure from one CPU kind says little about another)."""
+    name, flags = platform.processor() or "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    isa = [label for flag, label in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_vnni", "VNNI"),
+                                     ("avx_vnni", "AVX-VNNI"), ("amx_tile", "AMX")) if flag in flags]
+    return f"{name} [{', '.join(isa) or 'no AVX2'}]"
 
 
 def ensure_volumes(sizes: list[str]) -> dict[str, Path]:
@@ -109,6 +126,7 @@ def main() -> None:
     fwd = statistics.median(forward)
 
     print(f"command: {' '.join([sys.executable, *sys.argv])}")
+    print(f"CPU: {cpu_model()}")
     print(f"runtime {a.runtime}, {threads} threads, card {a.card}; bare network forward (median of {a.repeats}): "
           f"{fwd:.2f} s  [{', '.join(f'{t:.2f}' for t in forward)}]")
     header = f"{'case':8} {'size':14} {'cold e2e s':>11} {'x fwd':>6} {'peak RSS MB':>12}  stages (s, median run)"
