@@ -65,11 +65,12 @@ def _shard_arg(text: str):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def resolve_device(requested: str, fine_weights: Path | None = None) -> tuple[str, str]:
+def resolve_device(requested: str, fine_weights: Path | None = None, labelset: str | None = None) -> tuple[str, str]:
     """The device and, when 'auto' passes over the fine stage it could run, why (for the model line).
 
     'auto' -> 'cuda' when a GPU, a CUDA torch and fine weights are present and the fine card shows the fine
-    stage at least as good as the CPU path on every organ (`fine_verdict`); else 'cpu'."""
+    stage at least as good as the CPU path on every organ of `labelset` (the model card's) (`fine_verdict`);
+    else 'cpu'."""
     if requested != "auto":
         return requested, ""
     if not gpu_present():
@@ -83,8 +84,18 @@ def resolve_device(requested: str, fine_weights: Path | None = None) -> tuple[st
     weights = fine_weights or WEIGHTS_DIR
     if not fine_available(weights):
         return "cpu", ""
-    reason = fine_verdict_at(weights)
+    reason = fine_verdict_at(weights, labelset)
     return ("cpu", f"fine stage not used: {reason}") if reason else ("cuda", "")
+
+
+def _card_labelset(spec: str, model: Path | None) -> str | None:
+    """The label set of the card `spec` names (None when it cannot be read: loading it reports why)."""
+    from inference.card import load_card
+
+    try:
+        return load_card(spec, model)[0].labelset
+    except (ValueError, OSError):
+        return None
 
 
 def _fmt_line(record: dict) -> str:
@@ -126,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     from inference.resources import gpu_memory_mb, peak_rss_mb
 
     threads = args.threads or usable_cpus()
-    device, device_note = resolve_device(args.device)
+    device, device_note = resolve_device(args.device, labelset=_card_labelset(args.card, args.model))
     t0 = time.perf_counter()
     if args.warmup:
         predictor = Predictor.load(args.card, args.model, args.runtime, threads, device, args.cache_dir)

@@ -37,6 +37,11 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                    help="keep BatchNorm statistics frozen (needed when --init-from is an .onnx: its norms are folded)")
     p.add_argument("--labelset", choices=("flare21", "flare22"), default="flare21",
                    help="label set of the labels and the network's organ classes (inference.labels; default flare21)")
+    p.add_argument("--deep-supervision", action="store_true", help="4 decoder outputs, each supervised (seed 001)")
+    p.add_argument("--unlabelled", type=Path, default=None, metavar="DIR",
+                   help="unlabelled <case>_0000.nii.gz scans: KL of each of the 4 outputs to their mean softmax, "
+                   "weighted by a sigmoid ramp-up (implies --deep-supervision)")
+    p.add_argument("--unsup-weight", type=float, default=0.1, help="full weight of the unlabelled term (default 0.1)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt with OUT/config.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -103,6 +108,8 @@ def _run_train(args: argparse.Namespace) -> int:
             threads=args.threads, augment=AugmentConfig(flip_lr=args.flip_lr),
             init_from=None if args.init_from is None else str(_checkpoint(args.init_from, args.out)),
             freeze_norm=args.freeze_norm, labelset=args.labelset,
+            deep_supervision=args.deep_supervision or args.unlabelled is not None,
+            unlabelled=None if args.unlabelled is None else str(args.unlabelled.resolve()), unsup_weight=args.unsup_weight,
         )
     best = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     logging.getLogger("training").info("best epoch %s: mean organ Dice %.4f", best.get("epoch"), best["val_mean_dice"])

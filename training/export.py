@@ -50,7 +50,7 @@ def load_run(run_dir: Path, checkpoint: str = "best.pt") -> tuple[TrainConfig, C
             raise ExportError(f"{run_dir / needed}: missing; is {run_dir} a training run folder?")
     cfg = TrainConfig.from_json((run_dir / "config.json").read_text())
     state = torch.load(run_dir / checkpoint, map_location="cpu", weights_only=False)
-    model = build_network(cfg.labelset)
+    model = build_network(cfg.labelset, deep_supervision=cfg.deep_supervision)
     model.load_state_dict(state["model"])
     return cfg, model.eval(), state
 

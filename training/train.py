@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from training.data import CROPS, TRAIN_CROPS, Case, Sample, class_counts, find_c
 from evaluation.metrics import dice
 from training.losses import DiceCELoss, class_weights_from_counts
 from training.network import N_CLASSES, CobraUNet
+from training.pyramid import PyramidUNet, consistency_kl, load_unlabelled, sigmoid_rampup, supervised_loss
 from training.windows import hu_to_channels
 
 log = logging.getLogger("training")
@@ -46,8 +47,12 @@ def network_classes(labelset: str) -> int:
     return 2 + len(label_map(labelset).organs)
 
 
-def build_network(labelset: str, dropout: float = 0.1, frozen_norm: bool = False) -> CobraUNet:
-    """The whole-scan network with one output class per organ of `labelset` (plus air and body)."""
+def build_network(labelset: str, dropout: float = 0.1, frozen_norm: bool = False,
+                  deep_supervision: bool = False) -> CobraUNet:
+    """The whole-scan network with one output class per organ of `labelset` (plus air and body); with
+    `deep_supervision`, 3 more decoder heads (training.pyramid)."""
+    if deep_supervision:
+        return PyramidUNet(network_classes(labelset), dropout, frozen_norm)
     model = CobraUNet(dropout=dropout, frozen_norm=frozen_norm)
     if network_classes(labelset) != N_CLASSES:
         model.head = torch.nn.Conv3d(model.head.in_channels, network_classes(labelset), 1)
@@ -83,6 +88,9 @@ class TrainConfig:
     freeze_norm: bool = False  # BatchNorm statistics frozen (fine-tuning a warm start, training.warm_start)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     labelset: str = DEFAULT_LABELSET  # inference.labels: the organs the labels hold and the network predicts
+    deep_supervision: bool = False  # 4 decoder outputs (training.pyramid)
+    unlabelled: str | None = None  # folder of unlabelled scans: KL consistency of the 4 outputs (training.pyramid)
+    unsup_weight: float = 0.1  # the consistency term's full weight, reached by a sigmoid ramp-up
 
     def __post_init__(self) -> None:
         if self.folds < 1 or not 0 <= self.fold < self.folds:
@@ -95,6 +103,8 @@ class TrainConfig:
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         label_map(self.labelset)  # ValueError naming the valid label sets
+        if self.unlabelled and not self.deep_supervision:
+            raise ValueError("unlabelled scans need deep supervision: the pseudo-label is the mean of its 4 outputs")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -253,10 +263,21 @@ class _Parts:
         return state["epoch"] + 1
 
 
+def _consistency(net: torch.nn.Module, unlabelled: list[Sample], cfg: TrainConfig, epoch: int, step: int,
+                 share: range) -> torch.Tensor:
+    """The KL consistency term of a step's unlabelled crops (drawn from their own generators)."""
+    image, _ = make_batch(unlabelled, replace(cfg, seed=cfg.seed + 1), epoch, step, share)
+    with torch.autocast("cuda", enabled=cfg.device == "cuda"):
+        outputs = net(_prepare(image, cfg))
+    return consistency_kl(outputs)
+
+
 def _train_epoch(parts: _Parts, samples: list[Sample], loss_fn, cfg: TrainConfig, epoch: int, deadline_s: float,
-                 progress: bool, ctx: distributed.Context = distributed.Context()) -> list[float]:
+                 progress: bool, ctx: distributed.Context = distributed.Context(), unlabelled: list[Sample] = (),
+                 ramp: float = 0.0, terms: dict | None = None) -> list[float]:
     """Adam steps on random crops until `iters_per_epoch` or the run's time budget; return the step losses
-    (each the loss of the whole global batch, the same on every rank)."""
+    (each the loss of the whole global batch, the same on every rank). With `unlabelled` scans, each step adds
+    `cfg.unsup_weight * ramp *` the consistency term of unlabelled crops; `terms` collects both terms."""
     from tqdm import tqdm
 
     t0 = time.perf_counter()
@@ -270,7 +291,12 @@ def _train_epoch(parts: _Parts, samples: list[Sample], loss_fn, cfg: TrainConfig
         image, target = _prepare(image, cfg), target.to(cfg.device)
         with torch.autocast("cuda", enabled=cfg.device == "cuda"):
             logits = parts.net(image)
-        loss = loss_fn(logits.float(), target)
+        loss = supervised_loss(logits, target, loss_fn)
+        if unlabelled:
+            unsup = _consistency(parts.net, unlabelled, cfg, epoch, step, share)
+            terms["supervised"].append(loss.item())
+            terms["consistency"].append(unsup.item())
+            loss = loss + cfg.unsup_weight * ramp * unsup
         parts.opt.zero_grad(set_to_none=True)
         parts.scaler.scale(loss).backward()
         parts.scaler.step(parts.opt)
@@ -300,7 +326,7 @@ def _build(cfg: TrainConfig, train_samples: list[Sample], resume: bool,
     """Network (rank 0's initial weights on every rank), optimiser, schedule, scaler and loss."""
     weights = class_weights_from_counts(class_counts(train_samples, network_classes(cfg.labelset)), cfg.dice_power)
     log.info("class weights: %s", np.round(weights, 4).tolist())
-    model = build_network(cfg.labelset, cfg.dropout, cfg.freeze_norm).to(cfg.device)
+    model = build_network(cfg.labelset, cfg.dropout, cfg.freeze_norm, cfg.deep_supervision).to(cfg.device)
     if cfg.init_from and not resume:  # fine-tune: weights only; optimiser, schedule and history start fresh
         init_weights(model, cfg.init_from, cfg.device)
     if cfg.channels_last:
@@ -316,7 +342,8 @@ def init_weights(model: torch.nn.Module, checkpoint: str | Path, device: str) ->
     """Load a checkpoint's weights into `model`; tensors whose shape differs (the output head of a network
     trained on another label set) keep their fresh initialisation. Return the names of those."""
     state = torch.load(checkpoint, map_location=device, weights_only=False)["model"]
-    fresh = [k for k, v in model.state_dict().items() if k in state and state[k].shape != v.shape]
+    fresh = [k for k, v in model.state_dict().items()
+             if (k in state and state[k].shape != v.shape) or (k not in state and k.startswith("aux."))]
     result = model.load_state_dict({k: v for k, v in state.items() if k not in fresh}, strict=False)
     if set(result.missing_keys) - set(fresh) or result.unexpected_keys:
         raise ValueError(f"{checkpoint}: not this network's weights (missing {sorted(set(result.missing_keys) - set(fresh))}, "
@@ -378,6 +405,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool, ctx: d
     torch.manual_seed(cfg.seed)
     distributed.batch_slice(cfg.batch_size, ctx)  # refuse a batch that does not split before any work
     train_samples, val_samples = _load_data(cfg, run_dir, ctx)
+    unlabelled = load_unlabelled(Path(cfg.unlabelled), cfg.geometry) if cfg.unlabelled else []
     parts, loss_fn = _build(cfg, train_samples, resume, ctx)
     start_epoch = _start(parts, cfg, run_dir, resume, ctx)
     step_loss = distributed.global_batch_loss(loss_fn, ctx)
@@ -388,8 +416,16 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool, ctx: d
             log.info("wall-time budget of %.1f min reached before epoch %d", cfg.max_minutes, epoch)
             break
         t0 = time.perf_counter()
-        losses = _train_epoch(parts, train_samples, step_loss, cfg, epoch, budget, progress, ctx)
+        ramp = sigmoid_rampup(parts.elapsed_s / budget if cfg.max_minutes else epoch / max(1, cfg.epochs - 1))
+        terms: dict = {"supervised": [], "consistency": []}
+        losses = _train_epoch(parts, train_samples, step_loss, cfg, epoch, budget, progress, ctx, unlabelled, ramp, terms)
+        if unlabelled:
+            log.info("epoch %d: supervised %.4f, consistency %.4f (weight %.4f)", epoch, np.mean(terms["supervised"]),
+                     np.mean(terms["consistency"]), cfg.unsup_weight * ramp)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "steps": len(losses),
+                  **({"train_supervised_loss": float(np.mean(terms["supervised"])),
+                      "train_consistency_loss": float(np.mean(terms["consistency"])),
+                      "consistency_weight": cfg.unsup_weight * ramp} if unlabelled else {}),
                   "step_s": (time.perf_counter() - t0) / len(losses),
                   **validate(parts.model, val_samples, loss_fn, cfg, ctx), "lr": parts.opt.param_groups[0]["lr"]}
         parts.elapsed_s += time.perf_counter() - t0

@@ -189,9 +189,12 @@ def load_fine_card(path: Path) -> tuple[FineCard, Path]:
     return card, weights
 
 
-def fine_verdict(card: FineCard) -> str | None:
+def fine_verdict(card: FineCard, labelset: str | None = None) -> str | None:
     """None when the card shows the fine path at least as good as the coarse path (DSC and NSD) on every organ
-    of its label set (`labelset`); otherwise why not, in words for the model line. No record: not shown to win."""
+    of its label set (`labelset`); otherwise why not, in words for the model line. No record: not shown to win.
+    `labelset`: the coarse model's, which the fine stage must share."""
+    if labelset is not None and labelset != card.labelset:
+        return f"it segments {card.labelset} labels, the model's are {labelset}"
     if card.validation is None:
         return "its card records no validation against the coarse path"
     organs = list(label_map(card.labelset).organs.values())
@@ -199,7 +202,7 @@ def fine_verdict(card: FineCard) -> str | None:
     return f"it loses on {', '.join(lost)}" if lost else None
 
 
-def fine_verdict_at(weights: Path = WEIGHTS_DIR) -> str | None:
+def fine_verdict_at(weights: Path = WEIGHTS_DIR, labelset: str | None = None) -> str | None:
     """`fine_verdict` of the fine card in `weights` (a folder holding fine.json, or the card); an unreadable
     card is a reason too."""
     path = Path(weights)
@@ -208,4 +211,4 @@ def fine_verdict_at(weights: Path = WEIGHTS_DIR) -> str | None:
         card = FineCard.from_dict(json.loads(card_path.read_text()))
     except (OSError, ValueError) as e:
         return f"its card {card_path} cannot be read ({e})"
-    return fine_verdict(card)
+    return fine_verdict(card, labelset)

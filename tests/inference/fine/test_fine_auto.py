@@ -77,3 +77,9 @@ def test_the_model_line_carries_the_reason(capsys):
                                 session_load_s=0.1)
     cli._announce(predictor, "cpu", "fine stage not used: it loses on kidneys")
     assert "device cpu (fine stage not used: it loses on kidneys))" in capsys.readouterr().err
+
+
+def test_auto_does_not_pair_the_fine_stage_with_another_label_set(gpu, tmp_path):
+    device, note = cli.resolve_device("auto", _weights(tmp_path, _validation(0.9)), labelset="flare22")
+    assert device == "cpu" and note == "fine stage not used: it segments flare21 labels, the model's are flare22"
+    assert cli.resolve_device("auto", tmp_path, labelset="flare21") == ("cuda", "")
