@@ -67,6 +67,7 @@ SHORT_CROPS = (
     Crop("upper80", z=(0.2, 1.0)),
     Crop("middle70", z=(0.15, 0.85)),
     Crop("inplane80", y=(0.1, 0.9), x=(0.1, 0.9)),
+    Crop("lower50", z=(0.0, 0.5)),  # abdpelvis3mm: the pelvis alone, no organ in view
 )
 #: Long scans (issue 10): organ-free slices mirrored below / above the scan, the canvas placed so that the organs
 #: sit at its top, bottom or middle, cut at its edges, with long-scan context around them. A case without
