@@ -60,14 +60,14 @@ def test_peak_memory_of_slab_path_is_bounded_on_a_large_volume():
         print(labels.shape, labels.dtype, peak - rss_before)
         """
     )
-    # glibc's per-thread malloc arenas add tens of MB of slack that depend on thread timing (seen: 215 MB on a
+    # glibc's per-thread malloc arenas add tens of MB of slack that depend on thread timing (seen: 215-275 MB on a
     # loaded 2-core machine, ~150 MB when quiet); two arenas keep the figure about the slab path itself
     env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True, env=env)
     shape, grew = out.stdout.rsplit(" ", 1)[0], int(out.stdout.split()[-1])
     assert "(300, 512, 512)" in shape and "uint8" in shape
     # output 78.6 MB + one 32 MB slab + allocator slack; a one-shot resize would add > 940 MB
-    assert grew < 250 * 2**20, f"slab path grew the process by {grew / 2**20:.0f} MB"
+    assert grew < 300 * 2**20, f"slab path grew the process by {grew / 2**20:.0f} MB"
 
 
 def test_bad_inputs_raise():
