@@ -265,13 +265,19 @@ def cobra_card(model_file: str = "cobra_abdomenct1k.onnx", locator: LocatorSpec 
 PRESETS = {"cobra": cobra_card}
 
 
-def _read_card(path: Path) -> ModelCard:
+def read_card_json(path: Path, kind: str, not_found_hint: str = "") -> dict[str, Any]:
+    """A card file's JSON, or a one-line CardError naming the file (`kind`: e.g. "model card", "fine card")."""
     try:
-        card = ModelCard.from_dict(json.loads(path.read_text()))
+        return json.loads(Path(path).read_text())
     except FileNotFoundError as e:
-        raise CardError(f"{path}: model card not found (presets: {sorted({*PRESETS, *NAMED_CARDS})})") from e
+        raise CardError(f"{path}: {kind} not found{not_found_hint}") from e
     except json.JSONDecodeError as e:
-        raise CardError(f"{path}: model card is not valid JSON ({e})") from e
+        raise CardError(f"{path}: {kind} is not valid JSON ({e})") from e
+
+
+def _read_card(path: Path) -> ModelCard:
+    hint = f" (presets: {sorted({*PRESETS, *NAMED_CARDS})})"
+    card = ModelCard.from_dict(read_card_json(path, "model card", hint))
     if card.locator is None:
         return card
     return replace(card, locator=replace(card.locator, model_file=str(path.parent / card.locator.model_file)))

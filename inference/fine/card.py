@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inference.card import WEIGHTS_DIR, CardError, Shape3, Spacing3, Window, card_fields, card_json, sha256_of
+from inference.card import (WEIGHTS_DIR, CardError, Shape3, Spacing3, Window, card_fields, card_json,
+                            read_card_json, sha256_of)
 from inference.labels import DEFAULT_LABELSET, ComponentRule, label_map
 
 FINE_CARD_FORMAT = "abdoseg-fine-card/1"
@@ -175,12 +176,7 @@ def load_fine_card(path: Path) -> tuple[FineCard, Path]:
     """
     path = Path(path)
     card_path = path / FINE_CARD_NAME if path.is_dir() else path
-    try:
-        card = FineCard.from_dict(json.loads(card_path.read_text()))
-    except FileNotFoundError as e:
-        raise CardError(f"{card_path}: fine card not found") from e
-    except json.JSONDecodeError as e:
-        raise CardError(f"{card_path}: fine card is not valid JSON ({e})") from e
+    card = FineCard.from_dict(read_card_json(card_path, "fine card"))
     weights = card_path.parent / card.weights_file
     if not weights.is_file():
         raise CardError(f"{weights}: fine weights file not found (named by {card_path})")
