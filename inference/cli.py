@@ -134,7 +134,6 @@ def run(args: argparse.Namespace) -> int:
 
     from inference.io import check_case, failure_reason, find_cases, shown
     from inference.pipeline import Predictor, StageClock
-    from inference.resources import gpu_memory_mb, peak_rss_mb
 
     threads = args.threads or usable_cpus()
     device, device_note = resolve_device(args.device, labelset=_card_labelset(args.card, args.model))
@@ -183,17 +182,7 @@ def run(args: argparse.Namespace) -> int:
             record.update(status="failed", error=failure_reason(e, case.path) + _drop_stale(out_path, args.input))
         if case is cases[0]:
             _announce(predictor, device, device_note)
-        record.update(runtime=predictor.session.description, device=device,
-                      model_load_s=round(predictor.session_load_s, 4))
-        record["seconds"] = {k: round(v, 4) for k, v in clock.seconds.items()}
-        record["total_s"] = round(sum(clock.seconds.values()), 4)
-        record["peak_rss_mb"] = round(peak_rss_mb(), 1)
-        record["gpu_memory_mb"] = gpu_memory_mb() if device == "cuda" else None
-        record.update(clock.details)
-        if clock.organs_found is not None:
-            record["organs_found"] = clock.organs_found
-        if "fine" in clock.details and "gpu_peak_allocated_bytes" in clock.details["fine"]:
-            record["gpu_peak_allocated_mb"] = clock.details["fine"]["gpu_peak_allocated_bytes"] / 2**20
+        _add_figures(record, clock, predictor, device)
         print(_fmt_line(record), file=sys.stderr)
         if args.log:
             with open(args.log, "a") as f:
@@ -201,6 +190,23 @@ def run(args: argparse.Namespace) -> int:
     if failures:
         print(f"abdoseg: {failures} of {len(cases)} case(s) failed", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _add_figures(record: dict, clock, predictor, device: str) -> None:
+    """A case's log record gets the runtime, stage seconds, memory, the stages' details and the organs found."""
+    from inference.resources import gpu_memory_mb, peak_rss_mb
+
+    record.update(runtime=predictor.session.description, device=device,
+                  model_load_s=round(predictor.session_load_s, 4))
+    record["seconds"] = {k: round(v, 4) for k, v in clock.seconds.items()}
+    record["total_s"] = round(sum(clock.seconds.values()), 4)
+    record["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    record["gpu_memory_mb"] = gpu_memory_mb() if device == "cuda" else None
+    record.update(clock.details)
+    if clock.organs_found is not None:
+        record["organs_found"] = clock.organs_found
+    if "fine" in clock.details and "gpu_peak_allocated_bytes" in clock.details["fine"]:
+        record["gpu_peak_allocated_mb"] = clock.details["fine"]["gpu_peak_allocated_bytes"] / 2**20
 
 
 def _drop_stale(out_path: Path, in_dir: Path) -> str:
