@@ -140,3 +140,13 @@ def test_the_located_range_is_in_the_case_line_and_the_log(scan, tmp_path):
     assert record["organs_found"] == ["liver", "kidneys", "spleen"] and "locate" in record["seconds"]
     line = next(ln for ln in run.stderr.splitlines() if ln.startswith("cap:"))
     assert f"located z {lo:.0f}-{hi:.0f} mm" in line and "of 636 mm" in line
+
+
+def test_a_one_slice_scan_is_segmented_on_its_grid(shipped, scan):
+    """The other end of "any length": one axial slice through the liver (no locate, no crash, its own grid)."""
+    image, _ = scan
+    one = image[:, :, 100:101]  # stored RAS: the third axis is z; slice 100 cuts the liver
+    clock = StageClock()
+    labels = shipped.segment_image(one, clock)
+    assert labels.shape == (1, *image.GetSize()[1::-1]) and labels.dtype == np.uint8
+    assert "locate" not in clock.details and clock.organs_found is not None
