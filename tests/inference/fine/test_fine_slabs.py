@@ -1,5 +1,4 @@
 """Slab-wise resize + argmax equals the one-shot trilinear result, and its memory stays bounded."""
-import os
 import subprocess
 import sys
 import textwrap
@@ -56,18 +55,18 @@ def test_peak_memory_of_slab_path_is_bounded_on_a_large_volume():
         with open("/proc/self/statm") as f:
             rss_before = int(f.read().split()[1]) * resource.getpagesize()
         labels = resize_argmax_slabs(scores, (300, 512, 512), max_slab_bytes=32 << 20)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        # VmHWM: this process image's own peak. ru_maxrss would not do: Linux carries the parent's peak into
+        # a child across fork + exec, so under a big pytest process it read the parent's RSS, not the slab path's
+        with open("/proc/self/status") as f:
+            peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) * 1024
         print(labels.shape, labels.dtype, peak - rss_before)
         """
     )
-    # glibc's per-thread malloc arenas add tens of MB of slack that depend on thread timing (seen: 215-275 MB on a
-    # loaded 2-core machine, ~150 MB when quiet); two arenas keep the figure about the slab path itself
-    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True, env=env)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     shape, grew = out.stdout.rsplit(" ", 1)[0], int(out.stdout.split()[-1])
     assert "(300, 512, 512)" in shape and "uint8" in shape
     # output 78.6 MB + one 32 MB slab + allocator slack; a one-shot resize would add > 940 MB
-    assert grew < 300 * 2**20, f"slab path grew the process by {grew / 2**20:.0f} MB"
+    assert grew < 200 * 2**20, f"slab path grew the process by {grew / 2**20:.0f} MB"
 
 
 def test_bad_inputs_raise():
