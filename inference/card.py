@@ -310,11 +310,14 @@ def sha256_of(path: Path) -> str:
 
 def verify_checksum(card: ModelCard, model_path: Path) -> None:
     """Raise CardError unless the model file exists and matches the card's sha256 (if the card has one)."""
-    if not Path(model_path).is_file():
-        raise CardError(f"{model_path}: model file not found")
-    if card.sha256 is not None:
-        actual = sha256_of(model_path)
-        if actual != card.sha256:
-            raise CardError(
-                f"{model_path}: sha256 {actual[:12]}… does not match the card {card.name!r} ({card.sha256[:12]}…)"
-            )
+    verify_file(model_path, card.sha256, f"the card {card.name!r}")
+
+
+def verify_file(path: Path, sha256: str | None, named_by: str) -> None:
+    """Raise CardError unless `path` exists and matches `sha256` (None: not checked); `named_by` names its card."""
+    if not Path(path).is_file():
+        raise CardError(f"{path}: model file not found")
+    if sha256 is not None:
+        actual = sha256_of(path)
+        if actual != sha256:
+            raise CardError(f"{path}: sha256 {actual[:12]}… does not match {named_by} ({sha256[:12]}…)")

@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from inference.card import ModelCard, load_card, verify_checksum
+from inference.card import ModelCard, load_card, verify_checksum, verify_file
 from inference.geometry import axis_maps, upsample_labels
 from inference.io import read_array, read_header, write_labels_atomic
 from inference.locate import ZRange, locator_input, region_from_probabilities, segment_window
@@ -60,6 +59,16 @@ def _model_bytes_or_path(card: ModelCard, model_path: Path) -> Path | bytes:
     from inference.preprocess_graph import compose_with_network
 
     return compose_with_network(onnx.load(str(model_path)), card).SerializeToString()
+
+
+def _open_or_explain(model, path: Path, what: str, runtime: RuntimeName, threads: int, use_cuda: bool,
+                     cache_dir: Path | None) -> Session:
+    """open_session, or a one-line ModelLoadError naming the file (`model`: a path, or a callable making the graph)."""
+    try:
+        return open_session(model() if callable(model) else model, runtime, threads, use_cuda, cache_dir)
+    except Exception as e:  # noqa: BLE001 - whatever the runtime or onnx raise for a file they cannot use
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ModelLoadError(f"{path}: {runtime} cannot open {what} ({reason})") from e
 
 
 @dataclass(frozen=True)
@@ -100,13 +109,9 @@ class Predictor:
             if spec is None:
                 raise ModelLoadError(f"card {self.card.name!r} has no locator")
             path = Path(spec.model_file)
-            verify_checksum(dataclasses.replace(self.card, sha256=spec.sha256), path)
-            try:
-                self._locator = open_session(path, self.runtime.runtime, self.runtime.threads,
-                                             cache_dir=self.runtime.cache_dir)
-            except Exception as e:  # noqa: BLE001 - whatever the runtime raises for a file it cannot use
-                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-                raise ModelLoadError(f"{path}: {self.runtime.runtime} cannot open the locator ({reason})") from e
+            verify_file(path, spec.sha256, f"the locator of card {self.card.name!r}")
+            self._locator = _open_or_explain(path, path, "the locator", self.runtime.runtime, self.runtime.threads,
+                                             False, self.runtime.cache_dir)
         return self._locator
 
     @classmethod
@@ -135,11 +140,8 @@ class Predictor:
     def _open_runtime(self, model_path: Path, runtime: RuntimeName, threads: int, use_cuda: bool,
                       cache_dir: Path | None) -> Session:
         t0 = time.perf_counter()
-        try:
-            session = open_session(_model_bytes_or_path(self.card, model_path), runtime, threads, use_cuda, cache_dir)
-        except Exception as e:  # noqa: BLE001 - whatever the runtime or onnx raise for a file they cannot use
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise ModelLoadError(f"{model_path}: {runtime} cannot open this model ({reason})") from e
+        session = _open_or_explain(lambda: _model_bytes_or_path(self.card, model_path), model_path, "this model",
+                                   runtime, threads, use_cuda, cache_dir)
         self.session_load_s = time.perf_counter() - t0
         return session
 

@@ -212,8 +212,9 @@ def load_samples(
     resampler: Resampler | None = None
     samples = []
     for case in cases:
+        extendable = any(c.is_long for c in crops) and _has_organ_free_slices(case)
         for crop in crops:
-            if crop.is_long and not _has_organ_free_slices(case):
+            if crop.is_long and not extendable:
                 continue
             path = cache_dir / f"{case.name}.{crop.name}.{_cache_key(case, crop, geometry)}.npz"
             if path.is_file():

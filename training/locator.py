@@ -155,13 +155,14 @@ def run(data_dir: Path, card_path: Path, steps: int, seed: int, threads: int | N
         torch.set_num_threads(threads)
     card = ModelCard.from_dict(json.loads(Path(card_path).read_text()))
     spec = card.locator or LocatorSpec(model_file="abdoseg_locator.onnx", sha256=None)
-    scans = [read_canonical(case) for case in find_cases(Path(data_dir))]
+    cases = find_cases(Path(data_dir))
+    scans = [read_canonical(case) for case in cases]
     t0 = time.perf_counter()
     net, losses = train_locator(scans, spec, steps=steps, seed=seed)
     provenance = {"recipe": recipe, "steps": steps, "seed": seed, "final_loss": round(float(np.mean(losses[-50:])), 5),
                   "training_wall_time_min": round((time.perf_counter() - t0) / 60, 2),
                   "parameters": int(sum(p.numel() for p in net.parameters())),
-                  "training_data": [c.name for c in find_cases(Path(data_dir))],
+                  "training_data": [c.name for c in cases],
                   "augmentation": "random long variants (mirrored organ-free slices below/above, 0-1600 mm), "
                   "random cuts, organ-free-only scans, in-plane spacing x0.85-1.15, z spacing x0.8-1.25, shifts"}
     return export_locator(net, spec, card_path, provenance=provenance)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from evaluation.metrics import dice
 from inference.pipeline import Predictor, StageClock
 from tests.conftest import ROOT, SHARED, real_image, real_label
 from training.long_scans import long_scan, organ_free_scan
@@ -20,17 +21,12 @@ ORGANS = {1: "liver", 2: "kidneys", 3: "spleen", 4: "pancreas"}
 TOP, BOTTOM, MIDDLE, WHOLE, LONGEST = (300, 0), (0, 300), (225, 225), (525, 525), (1664, 0)
 
 
-def _dice(gt: np.ndarray, pred: np.ndarray) -> float:
-    d = int(gt.sum()) + int(pred.sum())
-    return float("nan") if d == 0 else 2.0 * int(np.logical_and(gt, pred).sum()) / d
-
-
 def _scores(predictor: Predictor, image, label) -> tuple[dict[str, float], StageClock]:
     clock = StageClock()
     pred = predictor.segment_image(image, clock)
     assert pred.shape == sitk.GetArrayViewFromImage(image).shape
     gt = sitk.GetArrayViewFromImage(label)
-    return {name: _dice(gt == k, pred == k) for k, name in ORGANS.items()}, clock
+    return {name: dice(gt == k, pred == k) for k, name in ORGANS.items()}, clock
 
 
 @pytest.fixture(scope="module")
