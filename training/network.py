@@ -106,16 +106,20 @@ class CobraUNet(nn.Module):
                     m.eval()
         return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``[N, 2, D, H, W]`` with D, H, W multiples of 16 → logits ``[N, 6, D, H, W]``."""
+    def decode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The decoder's outputs (dec3, dec2, dec1 at 1/8, 1/4, 1/2 resolution; full-resolution features)."""
         s1 = self.enc1(self.stem(x))
         s2 = self.enc2(self.pool(s1))
         s3 = self.enc3(self.pool(s2))
         y = self.base(self.pool(s3))
-        y = self.dec3(torch.cat([self.up3(y), s3], dim=1))
-        y = self.dec2(torch.cat([self.up2(y), s2], dim=1))
-        y = self.dec1(torch.cat([self.up1(y), s1], dim=1))
-        return self.head(self.final(self.up0(y)))
+        d3 = self.dec3(torch.cat([self.up3(y), s3], dim=1))
+        d2 = self.dec2(torch.cat([self.up2(d3), s2], dim=1))
+        d1 = self.dec1(torch.cat([self.up1(d2), s1], dim=1))
+        return d3, d2, d1, self.final(self.up0(d1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``[N, 2, D, H, W]`` with D, H, W multiples of 16 → logits ``[N, 6, D, H, W]``."""
+        return self.head(self.decode(x)[-1])
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -32,14 +32,8 @@ class PyramidUNet(CobraUNet):
         self.aux = nn.ModuleList(nn.Conv3d(c, n_classes, 1) for c in (32, 64, 128))  # dec1, dec2, dec3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        s1 = self.enc1(self.stem(x))
-        s2 = self.enc2(self.pool(s1))
-        s3 = self.enc3(self.pool(s2))
-        y = self.base(self.pool(s3))
-        d3 = self.dec3(torch.cat([self.up3(y), s3], dim=1))
-        d2 = self.dec2(torch.cat([self.up2(d3), s2], dim=1))
-        d1 = self.dec1(torch.cat([self.up1(d2), s1], dim=1))
-        final = self.head(self.final(self.up0(d1)))
+        d3, d2, d1, top = self.decode(x)
+        final = self.head(top)
         if not self.training:
             return final
         size = final.shape[2:]
