@@ -20,7 +20,7 @@ from inference.orientation import parse_orientation
 
 CARD_FORMAT = "abdoseg-model-card/1"
 GraphKind = Literal["composed", "network"]
-GeometryMode = Literal["resize", "spacing"]
+GeometryMode = Literal["resize", "spacing", "slices"]
 Shape3 = tuple[int, int, int]
 Spacing3 = tuple[float, float, float]
 
@@ -36,6 +36,8 @@ class Geometry:
     mode "resize": the whole scan is stretched onto `shape` whatever its spacing (COBRA's way).
     mode "spacing": the scan is resampled to `spacing` (mm) onto a `shape` canvas centred on the scan centre;
     canvas voxels outside the scan read `pad_hu`.
+    mode "slices": 2D networks (inference.slice_graph): every axial slice is kept and stretched in-plane onto
+    `shape[1:]`; `shape[0]` is the number of slices per network run (bounds the memory).
     """
 
     mode: GeometryMode
@@ -44,8 +46,8 @@ class Geometry:
     pad_hu: float = -1024.0
 
     def __post_init__(self) -> None:
-        if self.mode not in ("resize", "spacing"):
-            raise CardError(f"geometry mode must be 'resize' or 'spacing', got {self.mode!r}")
+        if self.mode not in ("resize", "spacing", "slices"):
+            raise CardError(f"geometry mode must be 'resize', 'spacing' or 'slices', got {self.mode!r}")
         if len(self.shape) != 3 or min(self.shape) < 1:
             raise CardError(f"geometry shape must be three positive sizes, got {self.shape!r}")
         if self.mode == "spacing" and (self.spacing is None or len(self.spacing) != 3 or min(self.spacing) <= 0):
@@ -66,6 +68,19 @@ class Window:
     @property
     def high(self) -> float:
         return self.level + self.width / 2
+
+
+@dataclass(frozen=True)
+class ZScore:
+    """nnU-Net's CT normalisation (slices cards): HU clipped to the card's one window, then (HU - mean) / std,
+    with the training set's foreground statistics, instead of the window's [0, 1]."""
+
+    mean: float
+    std: float
+
+    def __post_init__(self) -> None:
+        if not self.std > 0:
+            raise CardError(f"zscore std must be > 0, got {self.std!r}")
 
 
 COBRA_WINDOWS = (Window(level=50.0, width=400.0), Window(level=60.0, width=100.0))
@@ -130,6 +145,7 @@ class ModelCard:
     locator: LocatorSpec | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     labelset: str = DEFAULT_LABELSET  # inference.labels: organ names and component rules of the labels
+    zscore: ZScore | None = None  # slices cards: one channel, the window as clip range, then z-score
 
     def __post_init__(self) -> None:
         if self.graph not in ("composed", "network"):
@@ -140,6 +156,10 @@ class ModelCard:
             raise CardError(str(e)) from e
         if not self.windows:
             raise CardError("a card needs at least one HU window")
+        if self.zscore is not None and len(self.windows) != 1:
+            raise CardError(f"a zscore card needs exactly one window (its clip range), got {len(self.windows)}")
+        if self.geometry.mode == "slices" and self.graph != "composed":
+            raise CardError("geometry mode 'slices' needs a composed graph (inference.slice_graph)")
         try:
             labels = label_map(self.labelset)
         except ValueError as e:
@@ -201,7 +221,9 @@ class ModelCard:
             windows = tuple(Window(float(w["level"]), float(w["width"])) for w in d.pop("windows", []))
             keep = d.pop("keep_components", None)
             locator = d.pop("locator", None)
+            zscore = d.pop("zscore", None)
             return cls(
+                zscore=None if zscore is None else ZScore(float(zscore["mean"]), float(zscore["std"])),
                 geometry=geometry,
                 locator=None if locator is None else LocatorSpec.from_dict(locator),
                 windows=windows or COBRA_WINDOWS,

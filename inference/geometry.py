@@ -64,6 +64,9 @@ def axis_maps(shape: Shape3, spacing: Spacing3, geometry: Geometry) -> tuple[Axi
     """The three axis maps (z, y, x) from a canonical full-resolution grid to the model grid."""
     if len(shape) != 3 or len(spacing) != 3:
         raise ValueError(f"need a 3D shape and spacing, got {shape!r} and {spacing!r}")
+    if geometry.mode == "slices":  # every axial slice kept (z: identity), each stretched in-plane onto shape[1:]
+        z = AxisMap(int(shape[0]), int(shape[0]), 1.0)
+        return (z, *(AxisMap(int(n), int(m), n / m) for n, m in zip(shape[1:], geometry.shape[1:])))  # type: ignore[return-value]
     if geometry.mode == "resize":
         steps = [n_in / n_out for n_in, n_out in zip(shape, geometry.shape)]
     else:

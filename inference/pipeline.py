@@ -6,6 +6,7 @@
     [locate]      scans longer than the card's canvas: a small network finds the organs' z-range; the slices
                   around it (a view, no copy) are what the graph sees; slices outside are background (locate.py)
     3-5 graph     one ONNX graph: anti-aliased downsample + HU windows -> network -> ArgMax (low resolution)
+                  ("slices" cards: 2D networks on batches of axial slices, resampled in-plane; slice_graph.py)
     6 labels      class -> FLARE label lookup, connected-component rule per organ (at low resolution)
     7 upsample    nearest, back onto the canonical full-resolution grid (and into the whole scan's z-range)
     [fine]        --device cuda: crop around the organs and segment at high resolution (inference.fine)
@@ -142,6 +143,10 @@ class Predictor:
         t0 = time.perf_counter()
         session = _open_or_explain(lambda: _model_bytes_or_path(self.card, model_path), model_path, "this model",
                                    runtime, threads, use_cuda, cache_dir)
+        if self.card.geometry.mode == "slices":  # 2D networks: the slice graph over bounded batches of slices
+            from inference.slice_graph import SliceBatches
+
+            session = SliceBatches(session, self.card.geometry.shape[0])
         self.session_load_s = time.perf_counter() - t0
         return session
 

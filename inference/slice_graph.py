@@ -1,0 +1,173 @@
+"""Slice geometry (card geometry mode "slices"): 2D networks run over the canonical scan's axial slices.
+
+    ct [B,H,W] int16 HU (B consecutive axial slices of the canonical scan)
+      -> anti-aliased linear resample in-plane onto [Ny,Nx]  (preprocess_graph's in-graph AxisMap weights,
+                                                              y and x only: z is untouched)
+      -> intensity: the card's HU windows to [0, 1] (C channels), or with `zscore` the one window as a clip
+         range, then (HU - mean) / std (nnU-Net's CT scheme)                              -> slices [B,C,Ny,Nx]
+      -> 2D network                                                                      -> logits [B,K,Ny,Nx]
+      -> ArgMax over classes                                                             -> classes [B,Ny,Nx] uint8
+
+`SliceBatches` is a runtime Session over that graph which takes a whole canonical scan: it runs the graph on
+batches of `geometry.shape[0]` slices (the last one padded with copies of its last slice, so one compiled
+shape serves the whole scan) and stacks the classes. The pipeline's later stages (component rule on the
+stacked volume, nearest upsample) are the 3D path's: geometry.axis_maps gives z a step of 1 in this mode.
+Training resamples its slices with `build_slice_resample_graph` (training.slices), so both sides share it.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from inference.card import Geometry, ModelCard
+from inference.preprocess_graph import DEFAULT_OPSET, _axis_weights, _GraphBuilder
+
+if TYPE_CHECKING:
+    import onnx
+
+    from inference.runtime import Session
+
+INPUT, OUTPUT = "ct", "classes"
+
+
+def _check(geometry: Geometry) -> None:
+    if geometry.mode != "slices":
+        raise ValueError(f"the slice graph needs geometry mode 'slices', got {geometry.mode!r}")
+
+
+def _resample_inplane(g: _GraphBuilder, ct: str, geometry: Geometry) -> str:
+    """Nodes resampling ct [B,H,W] int16 onto [B,Ny,Nx] float32 HU (the 3D path's y and x MatMuls)."""
+    shape = g.op("Shape", ct)
+    ct = g.op("Cast", ct, to=1)
+    weights = []
+    for axis, n_out in ((1, geometry.shape[1]), (2, geometry.shape[2])):
+        d = g.op("Gather", shape, g.const(np.array([axis], np.int64)))
+        d_f = g.op("Squeeze", g.op("Cast", d, to=1), g.const(np.array([0], np.int64)))
+        step = g.op("Div", d_f, g.const(np.float32(n_out)))
+        weights.append(_axis_weights(g, d_f, n_out, step)[0])
+    wy, wx = weights
+    bx = g.op("MatMul", ct, g.op("Transpose", wx, perm=[1, 0]))  # [B,H,Nx]
+    return g.op("MatMul", wy, bx)  # [Ny,H] @ [B,H,Nx] -> [B,Ny,Nx]
+
+
+def _intensity(g: _GraphBuilder, hu: str, card: ModelCard, out: str) -> str:
+    """Nodes mapping HU [B,Ny,Nx] to the network's channels [B,C,Ny,Nx] (training.slices.Intensity's twin)."""
+    f32 = lambda v: g.const(np.float32(v))  # noqa: E731
+    axis1 = g.const(np.array([1], np.int64))
+    if card.zscore is not None:
+        (w,) = card.windows
+        x = g.op("Clip", hu, f32(w.low), f32(w.high))
+        x = g.op("Div", g.op("Sub", x, f32(card.zscore.mean)), f32(card.zscore.std))
+        return g.op("Unsqueeze", x, axis1, out=out)
+    channels = []
+    for w in card.windows:
+        x = g.op("Clip", g.op("Div", g.op("Sub", hu, f32(w.low)), f32(w.width)), f32(0), f32(1))
+        channels.append(g.op("Unsqueeze", x, axis1))
+    return g.op("Concat", *channels, axis=1, out=out)
+
+
+def _model(g: _GraphBuilder, outputs: list, name: str, opset: int) -> "onnx.ModelProto":
+    import onnx
+    from onnx import TensorProto, helper
+
+    inputs = [helper.make_tensor_value_info(INPUT, TensorProto.INT16, ["B", "H", "W"])]
+    model = helper.make_model(helper.make_graph(g.nodes, name, inputs, outputs),
+                              opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def build_slice_resample_graph(geometry: Geometry, opset: int = DEFAULT_OPSET) -> "onnx.ModelProto":
+    """ct [B,H,W] int16 -> hu [B,Ny,Nx] float32: the in-plane resample alone (training caches this)."""
+    from onnx import TensorProto, helper
+
+    _check(geometry)
+    g = _GraphBuilder(prefix="slice/")
+    g.op("Identity", _resample_inplane(g, INPUT, geometry), out="hu")
+    out = helper.make_tensor_value_info("hu", TensorProto.FLOAT, ["B", *geometry.shape[1:]])
+    return _model(g, [out], "abdoseg_slice_resample", opset)
+
+
+def build_slice_preprocess_graph(card: ModelCard, opset: int = DEFAULT_OPSET) -> "onnx.ModelProto":
+    """ct [B,H,W] int16 -> slices [B,C,Ny,Nx]: what the 2D network sees."""
+    from onnx import TensorProto, helper
+
+    _check(card.geometry)
+    g = _GraphBuilder(prefix="slice/")
+    _intensity(g, _resample_inplane(g, INPUT, card.geometry), card, out="slices")
+    out = helper.make_tensor_value_info("slices", TensorProto.FLOAT, ["B", len(card.windows), *card.geometry.shape[1:]])
+    return _model(g, [out], "abdoseg_slice_preprocess", opset)
+
+
+def _argmax_graph(card: ModelCard, opset: int) -> "onnx.ModelProto":
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = _GraphBuilder(prefix="slicepost/")
+    g.op("Cast", g.op("ArgMax", "logits", axis=1, keepdims=0), to=TensorProto.UINT8, out=OUTPUT)
+    hw = list(card.geometry.shape[1:])
+    ins = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["B", card.num_classes, *hw])]
+    outs = [helper.make_tensor_value_info(OUTPUT, TensorProto.UINT8, ["B", *hw])]
+    model = helper.make_model(helper.make_graph(g.nodes, "abdoseg_slice_argmax", ins, outs),
+                              opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def compose_slices_with_network(network: "onnx.ModelProto", card: ModelCard) -> "onnx.ModelProto":
+    """slice preprocess + 2D network + ArgMax as one graph: "ct" [B,H,W] int16 -> "classes" [B,Ny,Nx] uint8."""
+    import onnx
+    from onnx import compose
+
+    network_opset = next((o.version for o in network.opset_import if o.domain in ("", "ai.onnx")), DEFAULT_OPSET)
+    opset = max(network_opset, 13)  # ReduceSum/Squeeze with axes as inputs
+    if opset != network_opset:
+        network = onnx.version_converter.convert_version(network, opset)
+    in_names = [i.name for i in network.graph.input]
+    out_names = [o.name for o in network.graph.output]
+    if card.network_input not in in_names or card.network_output not in out_names:
+        raise ValueError(f"network inputs {in_names} / outputs {out_names} do not match the card's "
+                         f"{card.network_input!r} / {card.network_output!r}")
+    pre, post = build_slice_preprocess_graph(card, opset), _argmax_graph(card, opset)
+    for m in (pre, post):
+        m.ir_version = network.ir_version
+        m.opset_import.extend(o for o in network.opset_import if o.domain not in ("", "ai.onnx"))
+    net = compose.add_prefix(network, prefix="net/")
+    both = compose.merge_models(pre, net, io_map=[("slices", "net/" + card.network_input)])
+    full = compose.merge_models(both, post, io_map=[("net/" + card.network_output, "logits")])
+    full.graph.name = f"abdoseg_{card.name}"
+    return full
+
+
+class SliceBatches:
+    """A Session taking a whole canonical scan "ct" [D,H,W]: the slice graph runs on batches of `batch`
+    consecutive slices (the last batch padded with copies of its last slice) and the classes are stacked
+    into [D,Ny,Nx]. Peak memory is that of one batch, whatever the scan's length."""
+
+    def __init__(self, inner: "Session", batch: int) -> None:
+        if batch < 1:
+            raise ValueError(f"slices per batch must be >= 1, got {batch}")
+        self.inner, self.batch = inner, int(batch)
+        self.input_names = inner.input_names
+        self.description = f"{inner.description}, {self.batch} slices per run"
+
+    def prepare(self, shape: tuple[int, ...]) -> None:
+        self.inner.prepare((min(self.batch, shape[0]), *shape[1:]))
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        ct = feeds[INPUT]
+        depth = ct.shape[0]
+        b = min(self.batch, depth)
+        out: np.ndarray | None = None
+        for z0 in range(0, depth, b):
+            chunk = ct[z0:z0 + b]
+            n = chunk.shape[0]
+            if n < b:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, axis=0)])
+            classes = np.asarray(self.inner.run({INPUT: np.ascontiguousarray(chunk)}))
+            if out is None:
+                out = np.empty((depth, *classes.shape[1:]), classes.dtype)
+            out[z0:z0 + n] = classes[:n]
+        assert out is not None  # depth >= 1: a scan has at least one slice
+        return out

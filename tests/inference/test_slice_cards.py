@@ -1,0 +1,90 @@
+"""Issue 15: "slices" cards (2D networks) run by the same pipeline under the same rules as the 3D path.
+
+The 3D path's orientation, runtime, bad-input and predict.sh tests run here again, unchanged, with the toy 2D
+card in place of the toy 3D one (the `toy_card_path` fixture below overrides conftest's); the tests that
+follow check what is particular to slices: in-plane-only resampling, batching, the z-score intensity.
+"""
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from inference.card import CardError, Geometry, ModelCard, load_card
+from inference.geometry import AxisMap, axis_maps
+from inference.pipeline import Predictor
+from inference.runtime import open_session
+from inference.slice_graph import SliceBatches, build_slice_preprocess_graph, build_slice_resample_graph
+from tests.inference.slice_toy import SLICE_HW, write_toy_slice_card
+from tests.inference.test_cli import (  # noqa: F401 - collected here with the 2D card
+    test_all_good_exits_zero_and_keeps_grid_of_a_real_scan, test_bad_inputs_fail_alone_and_odd_inputs_succeed,
+    test_predict_sh_runs_under_posix_sh)
+from tests.inference.test_pipeline import (  # noqa: F401 - collected here with the 2D card
+    test_both_runtimes_give_the_same_labels, test_file_path_and_image_path_agree_on_a_real_canonical_scan,
+    test_same_scan_in_any_storage_gives_the_same_labels_on_its_own_grid)
+from tests.test_inference_support import synthetic_ct
+
+
+@pytest.fixture(scope="module")
+def toy_card_path(tmp_path_factory):
+    return write_toy_slice_card(tmp_path_factory.mktemp("toy2d"))
+
+
+@pytest.fixture(scope="module")
+def zscore_card_path(tmp_path_factory):
+    return write_toy_slice_card(tmp_path_factory.mktemp("toy2d_z"), zscore=True, batch=4)
+
+
+def _ort(model):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def test_inplane_resample_keeps_every_slice_and_matches_the_axis_maps():
+    """Each slice alone, through AxisMap.weights (numpy): the graph's y/x MatMuls, z untouched."""
+    rng = np.random.default_rng(0)
+    ct = rng.integers(-1000, 1000, (5, 70, 53)).astype(np.int16)
+    geometry = Geometry("slices", (2, *SLICE_HW))
+    hu = _ort(build_slice_resample_graph(geometry)).run(["hu"], {"ct": ct})[0]
+    mz, my, mx = axis_maps(ct.shape, (2.5, 0.8, 0.8), geometry)
+    assert mz == AxisMap(5, 5, 1.0) and (my.n_out, mx.n_out) == SLICE_HW
+    expected = np.einsum("yh,zhw,xw->zyx", my.weights(), ct.astype(np.float64), mx.weights())
+    assert hu.shape == (5, *SLICE_HW)
+    np.testing.assert_allclose(hu, expected, atol=0.05)
+
+
+def test_batches_of_slices_give_the_whole_volume_at_once(toy_card_path):
+    """SliceBatches (batch 3, last batch padded) equals the graph run on all slices together, and the
+    OpenVINO session compiles one batch shape for the whole scan."""
+    card, model_path = load_card(toy_card_path)
+    ct = sitk.GetArrayFromImage(synthetic_ct((11, 50, 45), (2.0, 0.8, 0.8)))
+    whole = open_session(model_path, "onnxruntime", 1).run({"ct": ct})
+    assert whole.shape == (11, *SLICE_HW) and len(np.unique(whole)) > 2
+    for runtime in ("onnxruntime", "openvino"):
+        batches = SliceBatches(open_session(model_path, runtime, 1), card.geometry.shape[0])
+        batches.prepare(ct.shape)
+        assert (batches.run({"ct": ct}) == whole).mean() >= 0.9999
+    with pytest.raises(ValueError, match=">= 1"):
+        SliceBatches(open_session(model_path, "onnxruntime", 1), 0)
+
+
+def test_zscore_card_normalises_with_its_stored_statistics(zscore_card_path):
+    card, _ = load_card(zscore_card_path)
+    assert card.zscore is not None and card.zscore.mean == 40.0
+    hu = np.array([[[-1000, 40, 130, 2000]]], np.int16).repeat(SLICE_HW[0], 1).repeat(SLICE_HW[1] // 4, 2)
+    x = _ort(build_slice_preprocess_graph(card)).run(["slices"], {"ct": hu})[0]
+    w = card.windows[0]
+    assert x.shape == (1, 1, *SLICE_HW)
+    np.testing.assert_allclose(x[0, 0, 0, ::9], (np.clip([-1000, 40, 130, 2000], w.low, w.high) - 40.0) / 90.0, atol=1e-4)
+    labels = Predictor.load(zscore_card_path, runtime="onnxruntime").segment_image(synthetic_ct((9, 30, 31), (3, 1, 1)))
+    assert labels.shape == (9, 30, 31) and len(np.unique(labels)) > 1
+
+
+def test_slice_cards_are_validated(toy_card_path):
+    card, _ = load_card(toy_card_path)
+    with pytest.raises(CardError, match="composed graph"):
+        ModelCard(**{**card.__dict__, "graph": "network"})
+    with pytest.raises(CardError, match="exactly one window"):
+        ModelCard.from_dict({**__import__("json").loads(card.to_json()), "zscore": {"mean": 0.0, "std": 1.0}})
+    with pytest.raises(CardError, match="std must be > 0"):
+        ModelCard.from_dict({**__import__("json").loads(card.to_json()), "windows": [{"level": 0, "width": 10}],
+                             "zscore": {"mean": 0.0, "std": 0.0}})
