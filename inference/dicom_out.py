@@ -16,15 +16,25 @@ from typing import Callable
 
 import numpy as np
 
-from inference.labels import FLARE21_LABELS
-from inference.preview import COLOURS
+from inference.labels import LabelMap
+from inference.preview import colour
 
 MANUFACTURER, SOFTWARE_VERSION = "abdoseg", "0.1.0"
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 STUDY_COMPONENT_SOP_CLASS = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management (as RT references the study)
-#: SNOMED CT codes of the organs (segmented property type).
-ORGAN_CODES: dict[int, tuple[str, str]] = {1: ("10200004", "Liver"), 2: ("64033007", "Kidney"),
-                                          3: ("78961009", "Spleen"), 4: ("15776009", "Pancreas")}
+#: SNOMED CT code, meaning and laterality of each organ name of the label sets (inference.labels): the segmented
+#: property type of its DICOM-SEG segment; laterality goes in the type's modifier (as DICOM's CID 7151 pairs
+#: "Kidney" with "Right"/"Left"). "kidneys" (FLARE21: both kidneys, one label) has none.
+ORGAN_CODES: dict[str, tuple[str, str, str | None]] = {
+    "liver": ("10200004", "Liver", None), "kidneys": ("64033007", "Kidney", None),
+    "right_kidney": ("64033007", "Kidney", "Right"), "left_kidney": ("64033007", "Kidney", "Left"),
+    "spleen": ("78961009", "Spleen", None), "pancreas": ("15776009", "Pancreas", None),
+    "aorta": ("15825003", "Aorta", None), "ivc": ("64131007", "Inferior vena cava", None),
+    "right_adrenal": ("23451007", "Adrenal gland", "Right"), "left_adrenal": ("23451007", "Adrenal gland", "Left"),
+    "gallbladder": ("28231008", "Gallbladder", None), "esophagus": ("32849002", "Esophagus", None),
+    "stomach": ("69695003", "Stomach", None), "duodenum": ("38848004", "Duodenum", None),
+}
+LATERALITY_CODES: dict[str, str] = {"Right": "24028007", "Left": "7771000"}
 _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
 
 
@@ -44,29 +54,44 @@ def source_datasets(files: list[Path]) -> list:
     return datasets
 
 
-def present_labels(labels: np.ndarray) -> list[int]:
-    return [int(v) for v in np.unique(labels) if v in ORGAN_CODES]
+def present_labels(labels: np.ndarray, label_set: LabelMap) -> list[int]:
+    """The organs of `label_set` found in `labels`, in id order."""
+    return [int(v) for v in np.unique(labels) if v in label_set.organs]
 
 
-def build_seg(datasets: list, labels: np.ndarray):
-    """A highdicom Segmentation: one binary segment per organ present in `labels` (z,y,x on the source slices)."""
+def _segment_description(number: int, name: str):
+    """highdicom's description of one organ's segment: the organ's SNOMED CT type (with laterality)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    organs = present_labels(labels)
-    segment_of = np.zeros(max(FLARE21_LABELS) + 1, np.uint8)
+    if name not in ORGAN_CODES:
+        raise ValueError(f"organ {name!r} has no SNOMED CT code in inference.dicom_out.ORGAN_CODES")
+    code, meaning, side = ORGAN_CODES[name]
+    description = hd.seg.SegmentDescription(
+        segment_number=number, segment_label=name,
+        segmented_property_category=hd.sr.CodedConcept("123037004", "SCT", "Anatomical Structure"),
+        segmented_property_type=hd.sr.CodedConcept(code, "SCT", meaning),
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name=MANUFACTURER, version=SOFTWARE_VERSION, family=codes.cid7162.ArtificialIntelligence),
+        tracking_uid=hd.UID(), tracking_id=name)
+    if side is not None:
+        description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
+            hd.sr.CodedConcept(LATERALITY_CODES[side], "SCT", side)]
+    return description
+
+
+def build_seg(datasets: list, labels: np.ndarray, label_set: LabelMap):
+    """A highdicom Segmentation: one binary segment per organ of `label_set` (the card's) present in `labels`
+    (z,y,x on the source slices), named and coded from the set's organ names."""
+    import highdicom as hd
+
+    organs = present_labels(labels, label_set)
+    segment_of = np.zeros(max(int(labels.max()), label_set.max_label) + 1, np.uint8)
     descriptions = []
     for number, label in enumerate(organs, start=1):
         segment_of[label] = number
-        code, meaning = ORGAN_CODES[label]
-        descriptions.append(hd.seg.SegmentDescription(
-            segment_number=number, segment_label=FLARE21_LABELS[label],
-            segmented_property_category=hd.sr.CodedConcept("123037004", "SCT", "Anatomical Structure"),
-            segmented_property_type=hd.sr.CodedConcept(code, "SCT", meaning),
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=hd.AlgorithmIdentificationSequence(
-                name=MANUFACTURER, version=SOFTWARE_VERSION, family=codes.cid7162.ArtificialIntelligence),
-            tracking_uid=hd.UID(), tracking_id=FLARE21_LABELS[label]))
+        descriptions.append(_segment_description(number, label_set.names[label]))
     return hd.seg.Segmentation(
         source_images=datasets, pixel_array=segment_of[labels], segment_descriptions=descriptions,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY, series_instance_uid=hd.UID(), series_number=9901,
@@ -111,8 +136,9 @@ def _referenced(ds, sop_class: str | None = None):
     return item
 
 
-def build_rtstruct(datasets: list, labels: np.ndarray):
-    """An RT Structure Set with one ROI per organ present in `labels` (z,y,x on the source slices)."""
+def build_rtstruct(datasets: list, labels: np.ndarray, label_set: LabelMap):
+    """An RT Structure Set with one ROI per organ of `label_set` (the card's) present in `labels` (z,y,x on the
+    source slices), named after the set's organs."""
     import highdicom as hd
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian
@@ -128,13 +154,13 @@ def build_rtstruct(datasets: list, labels: np.ndarray):
     ds.StructureSetDate, ds.StructureSetTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     ds.ReferencedFrameOfReferenceSequence = [_frame_of_reference(datasets)]
     ds.StructureSetROISequence, ds.ROIContourSequence, ds.RTROIObservationsSequence = [], [], []
-    for number, label in enumerate(present_labels(labels), start=1):
+    for number, label in enumerate(present_labels(labels, label_set), start=1):
         roi = Dataset()
         roi.ROINumber, roi.ReferencedFrameOfReferenceUID = number, first.FrameOfReferenceUID
-        roi.ROIName, roi.ROIGenerationAlgorithm = FLARE21_LABELS[label], "AUTOMATIC"
+        roi.ROIName, roi.ROIGenerationAlgorithm = label_set.names[label], "AUTOMATIC"
         ds.StructureSetROISequence.append(roi)
         contours = Dataset()
-        contours.ReferencedROINumber, contours.ROIDisplayColor = number, list(COLOURS[label])
+        contours.ReferencedROINumber, contours.ROIDisplayColor = number, list(colour(label))
         contours.ContourSequence = [_contour(src, outline) for k, src in enumerate(datasets)
                                     for outline in slice_contours(labels[k] == label)]
         ds.ROIContourSequence.append(contours)
@@ -180,23 +206,24 @@ def _copy_patient_and_study(src, dst) -> None:
 
 
 def write_dicom_outputs(datasets: list, labels: np.ndarray, out_dir: Path, name: str, types: tuple[str, ...],
-                        atomic_write: Callable) -> list[Path]:
+                        atomic_write: Callable, label_set: LabelMap) -> list[Path]:
     """`<name>.seg.dcm` and/or `<name>.rtstruct.dcm` (types from --output-type), atomically. `datasets`: the source
-    slices from `source_datasets`, `labels` (z,y,x) on them. No organ at all: nothing to write (a note says so)."""
+    slices from `source_datasets`, `labels` (z,y,x) on them, organs of `label_set` (the card's). No organ at all:
+    nothing to write (a note says so)."""
     import sys
 
     wanted = [t for t in types if t in ("dicom-seg", "rtstruct")]
     if not wanted:
         return []
-    if not present_labels(labels):
+    if not present_labels(labels, label_set):
         print(f"abdoseg: note: {name}: no organ found, so no {' or '.join(wanted)} written", file=sys.stderr)
         return []
     written = []
     if "dicom-seg" in wanted:
-        seg = build_seg(datasets, labels)
+        seg = build_seg(datasets, labels, label_set)
         written.append(atomic_write(Path(out_dir) / f"{name}.seg.dcm", lambda p: seg.save_as(str(p))))
     if "rtstruct" in wanted:
-        rt = build_rtstruct(datasets, labels)
+        rt = build_rtstruct(datasets, labels, label_set)
         written.append(atomic_write(Path(out_dir) / f"{name}.rtstruct.dcm",
                                     lambda p: rt.save_as(str(p), enforce_file_format=True)))
     return written

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from inference.labels import FLARE21_LABELS
+from inference.labels import LabelMap
 
 # numpy, SimpleITK and inference.io are imported inside the functions: the command line imports this module for its
 # options, before the runtime starts opening in the background.
@@ -107,7 +107,8 @@ def predict_case(predictor, case, out_dir: Path, clock, extras: ExtraOutputs) ->
               f"wrote the NIfTI label map only", file=sys.stderr)
     image = read_voxels(read_header(case.path))
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(case.output_path(out_dir))))
-    write_extras(case.name, image, labels, out_dir, ExtraOutputs(("nifti",), extras.statistics, extras.preview))
+    write_extras(case.name, image, labels, out_dir, ExtraOutputs(("nifti",), extras.statistics, extras.preview),
+                 predictor.card.label_map)
     clock.lap("extras")
     return size
 
@@ -132,27 +133,29 @@ def _predict_series(predictor, case, out_dir: Path, clock, extras: ExtraOutputs)
         write_labels_atomic(labels, Grid.of(series.image), case.output_path(out_dir))
     clock.lap("write")
     if extras.needs_images:
-        write_extras(case.name, series.image, labels, out_dir, extras, sources)
+        write_extras(case.name, series.image, labels, out_dir, extras, predictor.card.label_map, sources)
         clock.lap("extras")
     return series.image.GetSize()
 
 
-def write_extras(name: str, image, labels, out_dir: Path, extras: ExtraOutputs, sources=None) -> list[Path]:
+def write_extras(name: str, image, labels, out_dir: Path, extras: ExtraOutputs, label_set: LabelMap,
+                 sources=None) -> list[Path]:
     """Statistics, preview and DICOM outputs of one case: `image` a SimpleITK image, `labels` its (z,y,x) label
-    array; `sources` the source slices' pydicom headers (inference.dicom_out.source_datasets; DICOM outputs).
+    array, its organs those of `label_set` (the card's); `sources` the source slices' pydicom headers
+    (inference.dicom_out.source_datasets; DICOM outputs).
     If one of them fails, those already written for the case are removed (a failed case leaves no output)."""
     written: list[Path] = []
     try:
         volumes = None
         if extras.statistics:
-            path, volumes = _write_statistics(name, image, labels, out_dir)
+            path, volumes = _write_statistics(name, image, labels, out_dir, label_set)
             written.append(path)
         if extras.preview:
-            written.append(_write_preview(name, image, labels, out_dir, volumes))
+            written.append(_write_preview(name, image, labels, out_dir, label_set, volumes))
         if sources is not None:
             from inference.dicom_out import write_dicom_outputs
 
-            written += write_dicom_outputs(sources, labels, out_dir, name, extras.types, atomic_write)
+            written += write_dicom_outputs(sources, labels, out_dir, name, extras.types, atomic_write, label_set)
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
@@ -160,31 +163,33 @@ def write_extras(name: str, image, labels, out_dir: Path, extras: ExtraOutputs, 
     return written
 
 
-def _write_statistics(name: str, image, labels, out_dir: Path) -> tuple[Path, dict[int, float]]:
+def _write_statistics(name: str, image, labels, out_dir: Path, label_set: LabelMap) -> tuple[Path, dict[int, float]]:
     import SimpleITK as sitk
 
     from inference.scan import Grid
     from inference.statistics import case_statistics
 
-    stats = {"case": name, **case_statistics(labels, sitk.GetArrayViewFromImage(image), Grid.of(image))}
+    stats = {"case": name, "labelset": label_set.name,
+             **case_statistics(labels, sitk.GetArrayViewFromImage(image), Grid.of(image), label_set.organs)}
     path = atomic_write(Path(out_dir) / f"{name}.json", lambda p: p.write_text(_json_text(stats)))
     return path, {o["label"]: o["volume_ml"] for o in stats["organs"].values()}
 
 
-def _write_preview(name: str, image, labels, out_dir: Path, volumes: dict[int, float] | None) -> Path:
+def _write_preview(name: str, image, labels, out_dir: Path, label_set: LabelMap,
+                   volumes: dict[int, float] | None) -> Path:
     import numpy as np
     import SimpleITK as sitk
 
     from inference.preview import write_preview
 
     if volumes is None:
-        counts = np.bincount(np.asarray(labels).ravel(), minlength=len(FLARE21_LABELS))
+        counts = np.bincount(np.asarray(labels).ravel(), minlength=label_set.max_label + 1)
         voxel_ml = float(np.prod(image.GetSpacing())) / 1000
-        volumes = {k: float(counts[k]) * voxel_ml for k in FLARE21_LABELS if k}
+        volumes = {k: float(counts[k]) * voxel_ml for k in label_set.organs}
     label_image = sitk.GetImageFromArray(np.asarray(labels, np.uint8))
     label_image.CopyInformation(image)
     return atomic_write(Path(out_dir) / f"{name}.png",
-                        lambda p: write_preview(image, label_image, p, f"{name}: abdoseg", volumes))
+                        lambda p: write_preview(image, label_image, p, f"{name}: abdoseg", label_set.organs, volumes))
 
 
 def _json_text(data: dict) -> str:

@@ -12,10 +12,13 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from inference.labels import FLARE21_LABELS
-
-#: Contour colours (RGB), distinct on a grey CT.
-COLOURS: dict[int, tuple[int, int, int]] = {1: (235, 70, 60), 2: (250, 215, 40), 3: (60, 190, 250), 4: (90, 225, 90)}
+#: Contour colours (RGB), distinct on a grey CT; label k gets PALETTE[(k - 1) % len(PALETTE)] (`colour`), so
+#: a label set's organs keep their colours whatever the set (the first four: FLARE21's liver, kidneys, spleen,
+#: pancreas).
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (235, 70, 60), (250, 215, 40), (60, 190, 250), (90, 225, 90), (255, 40, 200), (120, 90, 255), (255, 150, 40),
+    (0, 255, 200), (170, 255, 60), (255, 120, 150), (40, 110, 255), (200, 140, 90), (230, 230, 255),
+)
 WINDOW = (-160.0, 240.0)  # abdomen soft tissue: level 40, width 400 HU
 PANEL_MM_PX = 400  # the longest side of the scan, in pixels
 MARGIN, FONT_SIZE = 12, 15
@@ -61,7 +64,12 @@ def _contours(labels: np.ndarray, width: int = 2) -> np.ndarray:
     return edge
 
 
-def _render(plane: Plane, px_per_mm: float):
+def colour(label: int) -> tuple[int, int, int]:
+    """The RGB colour of organ `label` (1..) in the preview and the RTSTRUCT."""
+    return PALETTE[(label - 1) % len(PALETTE)]
+
+
+def _render(plane: Plane, px_per_mm: float, labels: list[int]):
     from PIL import Image
 
     rows, cols = plane.ct.shape
@@ -74,30 +82,33 @@ def _render(plane: Plane, px_per_mm: float):
     lab = np.asarray(Image.fromarray(np.asarray(plane.labels, np.uint8)).resize(size, Image.NEAREST))
     rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
     edge = _contours(lab)
-    for label, colour in COLOURS.items():
+    for label in labels:
         organ = lab == label
-        rgb[organ] = 0.82 * rgb[organ] + 0.18 * np.array(colour)  # a faint fill
-        rgb[organ & edge] = colour
+        rgb[organ] = 0.82 * rgb[organ] + 0.18 * np.array(colour(label))  # a faint fill
+        rgb[organ & edge] = colour(label)
     return Image.fromarray(rgb.astype(np.uint8)), stretch
 
 
-def write_preview(ct: sitk.Image, labels: sitk.Image, out_path: Path, title: str,
+def write_preview(ct: sitk.Image, labels: sitk.Image, out_path: Path, title: str, organs: dict[int, str],
                   volumes_ml: dict[int, float] | None = None) -> None:
-    """Write the PNG to `out_path` (the caller makes it atomic). `labels` is on `ct`'s grid."""
+    """Write the PNG to `out_path` (the caller makes it atomic). `labels` is on `ct`'s grid; `organs` (id -> name,
+    the card's label set) are drawn and named in the legend, with their volume when `volumes_ml` gives it."""
     from PIL import Image, ImageDraw, ImageFont
 
     planes = _planes(ct, labels)
     longest = max(max(p.ct.shape[0] * p.pixel_mm[0], p.ct.shape[1] * p.pixel_mm[1]) for p in planes)
-    rendered = [_render(p, PANEL_MM_PX / longest) for p in planes]
+    rendered = [_render(p, PANEL_MM_PX / longest, list(organs)) for p in planes]
     panels = [im for im, _ in rendered]
     captions = [f"{p.name}, {p.position}" + (f", height x{k:.1f}" if k > 1 else "") for p, (_, k) in zip(planes, rendered)]
     font = ImageFont.load_default(size=FONT_SIZE)
     line = FONT_SIZE + 8
     panel_h = max(im.height for im in panels)
     gap = MARGIN + 2 * line  # room for the orientation letters between panels
-    width = sum(im.width for im in panels) + gap * len(panels) + MARGIN
-    height = line + MARGIN + panel_h + 2 * line + line + MARGIN
-    canvas = Image.new("RGB", (max(width, 620), height), (0, 0, 0))
+    width = max(sum(im.width for im in panels) + gap * len(panels) + MARGIN, 620)
+    legend = _legend_layout(font, organs, volumes_ml or {}, width - 2 * MARGIN)
+    rows = 1 + max((y for _, y, _, _ in legend), default=0)
+    height = line + MARGIN + panel_h + 2 * line + rows * line + MARGIN
+    canvas = Image.new("RGB", (width, height), (0, 0, 0))
     draw = ImageDraw.Draw(canvas)
     draw.text((MARGIN, MARGIN // 2), title, fill=(255, 255, 255), font=font)
     x = MARGIN + line // 2
@@ -107,7 +118,10 @@ def write_preview(ct: sitk.Image, labels: sitk.Image, out_path: Path, title: str
         _edge_letters(draw, font, plane.edges, (x, top + line // 2, x + im.width, top + line // 2 + im.height))
         draw.text((x, top + line // 2 + panel_h + line // 2), caption, fill=(200, 200, 200), font=font)
         x += im.width + gap
-    _legend(draw, font, (MARGIN, height - line - MARGIN // 2), volumes_ml or {})
+    for x, row, label, text in legend:
+        y = height - (rows - row) * line - MARGIN // 2
+        draw.rectangle((MARGIN + x, y + 2, MARGIN + x + FONT_SIZE, y + 2 + FONT_SIZE), fill=colour(label))
+        draw.text((MARGIN + x + FONT_SIZE + 6, y + 1), text, fill=(255, 255, 255), font=font)
     canvas.save(out_path, format="PNG")
 
 
@@ -120,12 +134,17 @@ def _edge_letters(draw, font, letters: tuple[str, str, str, str], box: tuple[int
     draw.text((mid_x, bottom + 1), letters[3], fill=colour, font=font, anchor="mt")
 
 
-def _legend(draw, font, origin: tuple[int, int], volumes_ml: dict[int, float]) -> None:
-    x, y = origin
-    for label, colour in COLOURS.items():
+def _legend_layout(font, organs: dict[int, str], volumes_ml: dict[int, float],
+                   width: int) -> list[tuple[int, int, int, str]]:
+    """(x, row, label, text) of each organ's legend entry: a swatch and the name (with its volume), wrapped into
+    rows of at most `width` pixels."""
+    entries, x, row = [], 0, 0
+    for label, name in organs.items():
         volume = volumes_ml.get(label)
-        text = f"{FLARE21_LABELS[label]}" + ("" if volume is None else
-                                             f" {volume:.0f} ml" if volume > 0 else " (not found)")
-        draw.rectangle((x, y + 2, x + FONT_SIZE, y + 2 + FONT_SIZE), fill=colour)
-        draw.text((x + FONT_SIZE + 6, y + 1), text, fill=(255, 255, 255), font=font)
-        x += FONT_SIZE + 16 + int(draw.textlength(text, font=font))
+        text = name + ("" if volume is None else f" {volume:.0f} ml" if volume > 0 else " (not found)")
+        step = FONT_SIZE + 16 + int(font.getlength(text))
+        if x and x + step > width:
+            x, row = 0, row + 1
+        entries.append((x, row, label, text))
+        x += step
+    return entries

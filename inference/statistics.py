@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from inference.labels import FLARE21_LABELS
 from inference.scan import Grid
 
 
@@ -54,9 +53,9 @@ def _mm(values: np.ndarray) -> list[float]:
     return [round(float(v), 2) for v in values]
 
 
-def case_statistics(labels: np.ndarray, hu: np.ndarray, grid: Grid,
-                    names: dict[int, str] = FLARE21_LABELS) -> dict[str, Any]:
-    """The `<case>.json` content: the grid and one entry per organ of `names` (background left out)."""
+def case_statistics(labels: np.ndarray, hu: np.ndarray, grid: Grid, names: dict[int, str]) -> dict[str, Any]:
+    """The `<case>.json` content: the grid and one entry per organ of `names` (the card's label set, id -> organ
+    name; background left out)."""
     if labels.shape != hu.shape or labels.shape != tuple(grid.size)[::-1]:
         raise ValueError(f"labels {labels.shape}, scan {hu.shape} and grid {grid.size} (x,y,z) do not match")
     return {

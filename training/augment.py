@@ -3,7 +3,7 @@
 One sample = one crop of a cached low-resolution scan: the crop is drawn through a random affine (shift,
 in-plane rotation, scale, left/right flip) with trilinear interpolation for HU and nearest for classes, so
 image and labels always share the same sampling grid. Intensity changes act on HU: a shift per organ
-(driven by the labels), a global shift, Gaussian noise and Gaussian blur. Field-of-view crops and other
+(each organ class in the crop, so any label set), a global shift, Gaussian noise and Gaussian blur. Field-of-view crops and other
 orientations change the resample itself, so they are made at full resolution and cached as scan variants
 (training/data.py), not here.
 """
@@ -106,9 +106,10 @@ def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
 def intensity_augment(
     image: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator, cfg: AugmentConfig
 ) -> torch.Tensor:
-    """HU changes: per-organ shifts (classes 2..5), a global shift, noise, blur. Returns a new tensor."""
+    """HU changes: per-organ shifts (each organ class, >= 2, present in the crop: whatever the label set), a global
+    shift, noise, blur. Returns a new tensor."""
     out = image.clone()
-    for organ in range(2, 6):
+    for organ in (int(c) for c in torch.unique(labels) if c >= 2):
         if cfg.organ_hu_shift > 0 and rng.random() < cfg.organ_shift_p:
             out[labels == organ] += float(rng.uniform(-cfg.organ_hu_shift, cfg.organ_hu_shift))
     if cfg.global_hu_shift > 0:

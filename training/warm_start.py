@@ -41,6 +41,8 @@ def network_from_onnx(path: Path) -> CobraUNet:
     """A CobraUNet (eval mode) equal to the network inside a composed ONNX file exported by training.export."""
     convs, norms = _onnx_layers(Path(path))
     model = CobraUNet().eval()
+    if convs and convs[-1][1][0].shape[0] != model.head.out_channels:  # a model of another label set
+        model.head = nn.Conv3d(model.head.in_channels, convs[-1][1][0].shape[0], 1)
     torch_convs = [m for m in model.modules() if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d))]
     if len(torch_convs) != len(convs):
         raise ValueError(f"{path}: {len(convs)} convolutions, the network has {len(torch_convs)}")

@@ -15,7 +15,7 @@ from inference.cli import main
 from inference.dicom import read_series
 from inference.dicom_out import build_rtstruct, build_seg, slice_contours, source_datasets
 from inference.io import InputError, find_cases
-from inference.labels import FLARE21_LABELS
+from inference.labels import FLARE21_LABELS, label_map
 from tests.conftest import DATA, real_image, real_label
 
 SERIES = DATA / "dicom" / "upperabd1mm"
@@ -122,7 +122,7 @@ def test_seg_round_trip_is_exact(series_with_uids, gt_labels):
 
     series = read_series(series_with_uids)
     sources = source_datasets(series.files)
-    seg = hd.seg.segread(_saved(build_seg(sources, gt_labels), series_with_uids.parent / "a.seg.dcm"))
+    seg = hd.seg.segread(_saved(build_seg(sources, gt_labels, label_map("flare21")), series_with_uids.parent / "a.seg.dcm"))
     assert seg.FrameOfReferenceUID == sources[0].FrameOfReferenceUID
     assert seg.StudyInstanceUID == sources[0].StudyInstanceUID
     uids = [d.SOPInstanceUID for d in sources]
@@ -134,6 +134,42 @@ def test_seg_round_trip_is_exact(series_with_uids, gt_labels):
                                                combine_segments=True, relabel=True)
     back = np.array([0, 1, 3, 4], np.uint8)[frames]
     assert np.array_equal(back, gt_labels)
+
+
+def test_flare22_seg_names_and_codes_each_organ_from_the_card_label_set(series_with_uids):
+    """A FLARE22 label map (TotalSegmentator pseudo-labels of upperabd1mm): one segment per organ present, named
+    as the label set names it, SNOMED CT coded with laterality, and read back exactly."""
+    import highdicom as hd
+
+    flare22 = label_map("flare22")
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(DATA / "flare22" / "labelsTr" / "upperabd1mm.nii.gz")))
+    labels = labels.astype(np.uint8)
+    series = read_series(series_with_uids)
+    sources = source_datasets(series.files)
+    present = [int(v) for v in np.unique(labels) if v]
+    assert len(present) >= 5 and max(present) > 4  # more than FLARE21's ids
+    seg = hd.seg.segread(_saved(build_seg(sources, labels, flare22), series_with_uids.parent / "f22.seg.dcm"))
+    numbers = seg.get_segment_numbers()
+    descriptions = [seg.get_segment_description(n) for n in numbers]
+    assert [d.segment_label for d in descriptions] == [flare22.names[k] for k in present]
+    types = {d.segment_label: d.SegmentedPropertyTypeCodeSequence[0] for d in descriptions}
+    for name, item in types.items():
+        assert item.CodingSchemeDesignator == "SCT" and item.CodeValue and item.CodeMeaning != ""
+        side = getattr(item, "SegmentedPropertyTypeModifierCodeSequence", None)
+        expected = "Right" if name.startswith("right_") else "Left" if name.startswith("left_") else None
+        assert (side[0].CodeMeaning if side else None) == expected, name
+    uids = [d.SOPInstanceUID for d in sources]
+    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=numbers,
+                                               combine_segments=True, relabel=True)
+    assert np.array_equal(np.array([0, *present], np.uint8)[frames], labels)
+
+
+def test_every_organ_of_every_label_set_has_a_snomed_code():
+    from inference.dicom_out import ORGAN_CODES
+    from inference.labels import LABEL_MAPS
+
+    for labelset in LABEL_MAPS.values():
+        assert set(labelset.organs.values()) <= set(ORGAN_CODES), labelset.name
 
 
 def _saved(ds, path: Path) -> Path:
@@ -171,7 +207,7 @@ def _rasterise(rt, sources, shape) -> dict[str, np.ndarray]:
 def test_rtstruct_round_trip(series_with_uids, gt_labels):
     series = read_series(series_with_uids)
     sources = source_datasets(series.files)
-    rt = pydicom.dcmread(_saved(build_rtstruct(sources, gt_labels), series_with_uids.parent / "a.rt.dcm"))
+    rt = pydicom.dcmread(_saved(build_rtstruct(sources, gt_labels, label_map("flare21")), series_with_uids.parent / "a.rt.dcm"))
     assert rt.Modality == "RTSTRUCT" and rt.StudyInstanceUID == sources[0].StudyInstanceUID
     frame = rt.ReferencedFrameOfReferenceSequence[0]
     assert frame.FrameOfReferenceUID == sources[0].FrameOfReferenceUID

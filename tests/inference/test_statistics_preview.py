@@ -8,11 +8,11 @@ import pytest
 import SimpleITK as sitk
 
 from inference.cli import main
-from inference.labels import FLARE21_LABELS
-from inference.preview import COLOURS, write_preview
+from inference.labels import FLARE21_LABELS, label_map
+from inference.preview import colour, write_preview
 from inference.scan import Grid
 from inference.statistics import case_statistics
-from tests.conftest import real_image, real_label
+from tests.conftest import DATA, real_image, real_label
 
 FONT_SWATCH_PX = 16 * 16  # the legend swatch of an absent organ is still drawn
 
@@ -21,7 +21,7 @@ FONT_SWATCH_PX = 16 * 16  # the legend swatch of an absent organ is still drawn
 def test_statistics_equal_direct_computation(case):
     ct, lab = sitk.ReadImage(str(real_image(case))), sitk.ReadImage(str(real_label(case)))
     hu, labels = sitk.GetArrayFromImage(ct), sitk.GetArrayFromImage(lab)
-    stats = case_statistics(labels, hu, Grid.of(ct))
+    stats = case_statistics(labels, hu, Grid.of(ct), FLARE21_LABELS)
     assert set(stats["organs"]) == {"liver", "kidneys", "spleen", "pancreas"}
     for name, organ in stats["organs"].items():
         label = next(k for k, v in FLARE21_LABELS.items() if v == name)
@@ -48,7 +48,7 @@ def test_statistics_equal_direct_computation(case):
 def test_statistics_refuse_mismatched_arrays():
     with pytest.raises(ValueError, match="do not match"):
         case_statistics(np.zeros((2, 3, 4), np.uint8), np.zeros((2, 3, 5)), Grid((4, 3, 2), (1, 1, 1), (0, 0, 0),
-                                                                                   (1, 0, 0, 0, 1, 0, 0, 0, 1)))
+                                                                                   (1, 0, 0, 0, 1, 0, 0, 0, 1)), FLARE21_LABELS)
 
 
 def test_preview_shows_present_organs_in_their_colours(tmp_path):
@@ -57,12 +57,13 @@ def test_preview_shows_present_organs_in_their_colours(tmp_path):
     labels[labels == 4] = 0  # pancreas absent: its colour must not appear
     cleared = sitk.GetImageFromArray(labels)
     cleared.CopyInformation(ct)
-    write_preview(ct, cleared, tmp_path / "p.png", "abdpelvis3mm", {1: 1.0, 2: 1.0, 3: 1.0, 4: 0.0})
+    write_preview(ct, cleared, tmp_path / "p.png", "abdpelvis3mm", label_map("flare21").organs,
+                  {1: 1.0, 2: 1.0, 3: 1.0, 4: 0.0})
     from PIL import Image
 
     rgb = np.asarray(Image.open(tmp_path / "p.png").convert("RGB"))
     assert rgb.shape[0] > 300 and rgb.shape[1] > 900
-    counts = {k: int(np.all(rgb == c, axis=2).sum()) for k, c in COLOURS.items()}
+    counts = {k: int(np.all(rgb == colour(k), axis=2).sum()) for k in range(1, 5)}
     assert counts[1] > 500 and counts[2] > 100 and counts[3] > 100  # contours (legend swatches: 256 px each)
     assert counts[4] == FONT_SWATCH_PX
 
@@ -94,5 +95,37 @@ def test_a_failing_extra_output_removes_the_ones_already_written(tmp_path, monke
     ct = sitk.ReadImage(str(real_image("abdpelvis3mm")))
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(real_label("abdpelvis3mm")))).astype(np.uint8)
     with pytest.raises(OSError, match="disk full"):
-        write_extras("c", ct, labels, tmp_path, ExtraOutputs(("nifti",), statistics=True, preview=True))
+        write_extras("c", ct, labels, tmp_path, ExtraOutputs(("nifti",), statistics=True, preview=True),
+                     label_map("flare21"))
     assert list(tmp_path.iterdir()) == []  # the statistics written first are gone, no temporary file is left
+
+
+def _flare22(case: str) -> tuple[sitk.Image, np.ndarray]:
+    """A real scan and its FLARE22 (13-organ) pseudo-labels."""
+    ct = sitk.ReadImage(str(real_image(case)))
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(DATA / "flare22" / "labelsTr" / f"{case}.nii.gz")))
+    return ct, labels.astype(np.uint8)
+
+
+def test_flare22_statistics_and_preview_cover_the_card_label_set(tmp_path):
+    """Through write_extras with the FLARE22 label set: one statistics entry per FLARE22 organ (counts as numpy
+    counts them), and the preview draws every present organ (ids above 4 too) in its colour."""
+    from PIL import Image
+
+    from inference.outputs import ExtraOutputs, write_extras
+
+    ct, labels = _flare22("abdpelvis3mm")
+    flare22 = label_map("flare22")
+    write_extras("c", ct, labels, tmp_path, ExtraOutputs(("nifti",), statistics=True, preview=True), flare22)
+    stats = json.loads((tmp_path / "c.json").read_text())
+    assert stats["labelset"] == "flare22" and list(stats["organs"]) == list(flare22.organs.values())
+    for name, organ in stats["organs"].items():
+        assert organ["voxels"] == int((labels == organ["label"]).sum()), name
+    present = [int(v) for v in np.unique(labels) if v]
+    assert max(present) > 4
+    rgb = np.asarray(Image.open(tmp_path / "c.png").convert("RGB"))
+    for label in flare22.organs:
+        pixels = int(np.all(rgb == colour(label), axis=2).sum())
+        assert pixels >= FONT_SWATCH_PX, label  # every organ has its legend swatch
+    drawn = [k for k in present if int(np.all(rgb == colour(k), axis=2).sum()) > FONT_SWATCH_PX]
+    assert len(drawn) >= len(present) - 2  # contours of the organs cut by the three planes

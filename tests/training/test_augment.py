@@ -57,3 +57,21 @@ def test_intensity_augmentation_shifts_an_organ_but_not_its_labels():
     assert torch.equal(lab, base_lab)
     diff = (image - base).abs()
     assert diff[lab <= 1].max() < 1e-3 and diff[lab == 2].min() > 0
+
+
+def test_organ_shift_reaches_every_organ_class_of_a_flare22_crop():
+    """Network classes 2..14 (FLARE22's 13 organs + 1): each present organ gets its own shift, none beyond 5 left out."""
+    labels = torch.zeros((16, 32, 32), dtype=torch.long)
+    labels[:, 8:24, 8:24] = 1  # body
+    for k, c in enumerate((2, 6, 9, 14)):  # liver, aorta, right adrenal, left kidney
+        labels[2:14, 2 + 7 * k:7 + 7 * k, 2:7] = c
+    hu = torch.zeros(labels.shape)
+    cfg = AugmentConfig(organ_hu_shift=50, organ_shift_p=1, global_hu_shift=0, noise_p=0, blur_p=0)
+    from training.augment import intensity_augment
+
+    out = intensity_augment(hu, labels, np.random.default_rng(0), cfg)
+    shifts = {c: out[labels == c] for c in (1, 2, 6, 9, 14)}
+    assert torch.all(shifts[1] == 0)  # body is not an organ
+    for c in (2, 6, 9, 14):
+        assert shifts[c].abs().min() > 0 and torch.allclose(shifts[c], shifts[c][0])  # one shift per organ
+    assert len({round(float(shifts[c][0]), 4) for c in (2, 6, 9, 14)}) == 4

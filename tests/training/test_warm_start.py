@@ -1,5 +1,6 @@
 """Warm start from the shipped ONNX: the rebuilt torch network computes what the file computes; frozen norms."""
 import numpy as np
+import pytest
 import torch
 
 from inference.card import load_card
@@ -10,10 +11,11 @@ from training.export import torch_classes
 from training.warm_start import network_from_onnx
 
 
-def test_rebuilt_network_agrees_with_the_shipped_file_on_a_real_scan():
+@pytest.mark.parametrize("card_spec", [DEFAULT_CARD, "flare22"])  # FLARE21 (6 classes) and FLARE22 (15): every layer
+def test_rebuilt_network_agrees_with_the_shipped_file_on_a_real_scan(card_spec):
     import onnxruntime as ort
 
-    card, path = load_card(DEFAULT_CARD)
+    card, path = load_card(card_spec)
     model = network_from_onnx(path)
     case = next(c for c in find_cases(DATA / "flare21") if c.name == "abdpelvis3mm")
     hu, _, spacing = read_canonical(case)
