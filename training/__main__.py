@@ -16,7 +16,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--iters-per-epoch", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=None, help="default 2 (2D --arch: the recipe's)")
     p.add_argument("--crop", type=int, nargs=3, default=(48, 96, 96), metavar=("D", "H", "W"))
     p.add_argument("--val-crops", nargs="+", default=("full",), help="framings of each validation case scored every epoch")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -44,6 +44,17 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unsup-weight", type=float, default=0.1, help="full weight of the unlabelled term (default 0.1)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt with OUT/config.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    two_d = p.add_argument_group("2D systems (issue 15; training.train_2d, each seed's recipe as preset)")
+    two_d.add_argument("--arch", default="cobra", help="cobra (the whole-scan 3D network, default) or a 2D "
+                       "architecture: vgg13_unet_ds, nnunet2d, hrnet48_ocr")
+    two_d.add_argument("--width", type=float, default=0.25, help="2D: channel multiplier (1: the paper's)")
+    two_d.add_argument("--slice-size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"),
+                       help="2D: in-plane grid of training and of the exported card")
+    two_d.add_argument("--slice-crop", type=int, nargs=2, default=None, metavar=("H", "W"),
+                       help="2D: training crop (default: the recipe's, scaled to --slice-size)")
+    two_d.add_argument("--steps", type=int, default=1000, help="2D: optimiser steps (the poly schedule's length)")
+    two_d.add_argument("--steps-per-epoch", type=int, default=50, help="2D: steps between validations")
+    two_d.add_argument("--slices-per-run", type=int, default=4, help="2D: slices per network run at inference")
 
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:
@@ -83,7 +94,22 @@ def _checkpoint(init_from: Path, run_dir: Path) -> Path:
     return write_checkpoint(init_from, run_dir / "warm_start.pt").resolve()
 
 
+def _run_train_2d(args: argparse.Namespace) -> int:
+    from training.train_2d import SliceTrainConfig, train_slices
+
+    cfg = SliceTrainConfig(
+        data=str(args.data.resolve()), arch=args.arch, width=args.width, slice_size=tuple(args.slice_size),
+        batch_size=args.batch_size, crop=None if args.slice_crop is None else tuple(args.slice_crop), steps=args.steps,
+        steps_per_epoch=args.steps_per_epoch, max_minutes=args.max_minutes, seed=args.seed, threads=args.threads,
+        slices_per_run=args.slices_per_run)
+    best = train_slices(cfg, args.out)
+    logging.getLogger("training").info("best epoch %s: mean organ Dice %.4f", best.get("epoch"), best["val_mean_dice"])
+    return 0
+
+
 def _run_train(args: argparse.Namespace) -> int:
+    if args.arch != "cobra":
+        return _run_train_2d(args)
     from inference.card import Geometry
     from training.augment import AugmentConfig
     from training.train import TrainConfig, train
@@ -103,7 +129,7 @@ def _run_train(args: argparse.Namespace) -> int:
                     else Geometry(mode="spacing", shape=(96, 192, 192), spacing=tuple(args.spacing)))
         cfg = TrainConfig(
             data=str(args.data.resolve()), geometry=geometry, folds=args.folds, fold=args.fold, epochs=args.epochs,
-            iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size, crop=tuple(args.crop), val_crops=tuple(args.val_crops), lr=args.lr,
+            iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size or 2, crop=tuple(args.crop), val_crops=tuple(args.val_crops), lr=args.lr,
             ce_weight=args.ce_weight, max_minutes=args.max_minutes, seed=args.seed, device=args.device,
             threads=args.threads, augment=AugmentConfig(flip_lr=args.flip_lr),
             init_from=None if args.init_from is None else str(_checkpoint(args.init_from, args.out)),
@@ -118,7 +144,14 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _run_export(args: argparse.Namespace) -> int:
     from training.export import export_run
+    from training.train_2d import is_slice_run
 
+    if is_slice_run(args.run_dir):  # a 2D run: the slice graph and a "slices" card (training.export_2d)
+        from training.export_2d import export_slice_run
+
+        export_slice_run(args.run_dir, args.out, name=args.name, checkpoint=args.checkpoint,
+                         parity_data=args.parity_data, recipe=args.recipe)
+        return 0
     export_run(args.run_dir, args.out, name=args.name, checkpoint=args.checkpoint,
                parity_data=args.parity_data, recipe=args.recipe)
     return 0

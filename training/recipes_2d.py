@@ -58,7 +58,11 @@ class Recipe2D:
 
     def lr_at(self, step: int, total: int) -> float:
         """Learning rate at `step` of `total` (nnU-Net's poly schedule, per epoch there, per step here)."""
-        return self.lr if self.poly_power is None else self.lr * (1 - step / max(total, 1)) ** self.poly_power
+        return self.lr_at_fraction(step / max(total, 1))
+
+    def lr_at_fraction(self, done: float) -> float:
+        """Learning rate once the share `done` (0..1) of the run's steps or time is spent."""
+        return self.lr if self.poly_power is None else self.lr * max(0.0, 1 - done) ** self.poly_power
 
     def loss_fn(self, n_classes: int = N_SLICE_CLASSES) -> "DeepSupervisionLoss":
         """The recipe's loss over all deep-supervision outputs."""
@@ -116,35 +120,44 @@ RECIPES: dict[str, Recipe2D] = {r.arch: r for r in (
 )}
 
 
-def build_for(recipe: Recipe2D, width: float, in_channels: int, n_classes: int = N_SLICE_CLASSES) -> nn.Module:
-    """The recipe's network at `width` for its training input (nnU-Net plans its depth from the patch)."""
+def build_for(recipe: Recipe2D, width: float, in_channels: int, n_classes: int = N_SLICE_CLASSES,
+              patch: int | None = None) -> nn.Module:
+    """The recipe's network at `width` for its training input (nnU-Net plans its depth from the patch side,
+    `patch`, default the recipe's crop or slice)."""
     from training.networks import hrnet48_ocr, nnunet2d, vgg13_unet_ds
 
     if recipe.arch == "nnunet2d":
-        return nnunet2d.build(n_classes, width, in_channels, patch=min(recipe.crop or recipe.slice_size))
+        return nnunet2d.build(n_classes, width, in_channels, patch=patch or min(recipe.crop or recipe.slice_size))
     return {"vgg13_unet_ds": vgg13_unet_ds.build, "hrnet48_ocr": hrnet48_ocr.build}[recipe.arch](n_classes, width, in_channels)
+
+
+class RecipeStepper:
+    """Optimiser steps of a recipe on one model: its optimiser, loss, gradient clipping and (CUDA) fp16."""
+
+    def __init__(self, recipe: Recipe2D, model: nn.Module, intensity: Intensity, device: str = "cpu") -> None:
+        self.recipe, self.model, self.intensity, self.device = recipe, model.to(device).train(), intensity, device
+        self.optimizer, self.loss_fn = recipe.optimizer_for(model.parameters()), recipe.loss_fn()
+        self.amp = recipe.mixed_precision and device.startswith("cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+
+    def step(self, hu: torch.Tensor, target: torch.Tensor, done: float) -> float:
+        """One step on a batch (HU [B,h,w], labels [B,h,w]) at schedule position `done` (0..1); its loss."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.recipe.lr_at_fraction(done)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
+            loss = self.loss_fn(self.model(self.intensity(hu.to(self.device))), target.to(self.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.recipe.optimizer == "sgd_nesterov":  # nnU-Net clips the gradient norm at 12
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 12.0)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach())
 
 
 def train_steps(recipe: Recipe2D, model: nn.Module, sampler: SliceSampler, intensity: Intensity, steps: int,
                 total_steps: int | None = None, device: str = "cpu") -> list[float]:
     """Run `steps` optimiser steps of `recipe` (lr schedule over `total_steps`); the loss of each step."""
-    model.to(device).train()
-    optimizer, loss_fn = recipe.optimizer_for(model.parameters()), recipe.loss_fn()
-    amp = recipe.mixed_precision and device.startswith("cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    losses = []
-    for step in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = recipe.lr_at(step, total_steps or steps)
-        hu, target = sampler.batch()
-        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
-            loss = loss_fn(model(intensity(hu.to(device))), target.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if recipe.optimizer == "sgd_nesterov":  # nnU-Net clips the gradient norm at 12
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
-        scaler.step(optimizer)
-        scaler.update()
-        losses.append(float(loss.detach()))
-    return losses
+    stepper = RecipeStepper(recipe, model, intensity, device)
+    return [stepper.step(*sampler.batch(), step / max(total_steps or steps, 1)) for step in range(steps)]

@@ -1,8 +1,8 @@
 """2D training data: axial slices of the canonical scans, resampled in-plane, and a batch sampler.
 
 Each case is read as the pipeline reads it (training.data.read_canonical: canonical orientation, int16 HU)
-and resampled in-plane only — the inference resample graph in "resize" mode onto [Nz, H, W], which keeps
-every axial slice (a z step of 1 is the identity) and anti-aliases in-plane; labels follow by nearest
+and resampled in-plane only — the inference slice graph's resample (inference.slice_graph: every axial slice
+kept, each anti-aliased onto [H, W], exactly what a "slices" card's graph does); labels follow by nearest
 neighbour on the same voxel centres. Classes are the FLARE21 labels (0 background, 1 liver, 2 kidneys,
 3 spleen, 4 pancreas). Volumes are cached as .npz beside the run.
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inference.card import Geometry, Window
-from training.data import Case, Resampler, read_canonical
+from inference.card import Geometry, Window, ZScore
+from training.data import Case, read_canonical
 
 N_SLICE_CLASSES = 5
 
@@ -34,14 +34,34 @@ class SliceVolume:
     labels: np.ndarray
 
 
+class SliceResampler:
+    """The inference slice graph's in-plane resample (inference.slice_graph) in an onnxruntime session:
+    canonical int16 HU [D,H,W] -> float32 HU [D,*hw]."""
+
+    def __init__(self, hw: tuple[int, int]) -> None:
+        import onnxruntime as ort
+
+        from inference.slice_graph import build_slice_resample_graph
+
+        self.geometry = Geometry("slices", (1, *hw))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(build_slice_resample_graph(self.geometry).SerializeToString(), options,
+                                            providers=["CPUExecutionProvider"])
+
+    def __call__(self, hu: np.ndarray) -> np.ndarray:
+        ct = np.ascontiguousarray(np.rint(hu) if hu.dtype.kind == "f" else hu, dtype=np.int16)
+        return self.session.run(["hu"], {"ct": ct})[0]
+
+
 def inplane_volume(case: Case, hw: tuple[int, int], orientation: str = "RAS") -> SliceVolume:
-    """Read a case and resample each axial slice onto `hw` with the inference resample graph."""
+    """Read a case and resample each axial slice onto `hw` with the inference slice graph's resample."""
     from inference.geometry import axis_maps, downsample_labels
 
     hu, labels, spacing = read_canonical(case, orientation)
-    geometry = Geometry("resize", (hu.shape[0], *hw))
-    low_labels = downsample_labels(labels, axis_maps(hu.shape, spacing, geometry))
-    return SliceVolume(case.name, Resampler(geometry)(hu, spacing), np.ascontiguousarray(low_labels, dtype=np.uint8))
+    resampler = SliceResampler(hw)
+    low_labels = downsample_labels(labels, axis_maps(hu.shape, spacing, resampler.geometry))
+    return SliceVolume(case.name, resampler(hu), np.ascontiguousarray(low_labels, dtype=np.uint8))
 
 
 def _cache_key(case: Case, hw: tuple[int, int]) -> str:
@@ -49,7 +69,7 @@ def _cache_key(case: Case, hw: tuple[int, int]) -> str:
     for path in (case.image, case.label):
         st = path.stat()
         h.update(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
-    h.update(json.dumps(["slices/1", list(hw)]).encode())
+    h.update(json.dumps(["slices/2", list(hw)]).encode())
     return h.hexdigest()[:16]
 
 
@@ -94,6 +114,21 @@ class Intensity:
         if self.clip is not None:
             hu = hu.clamp(*self.clip)
         return ((hu - self.mean) / self.std).unsqueeze(1)
+
+    def card_fields(self) -> tuple[tuple[Window, ...], ZScore | None]:
+        """The card's `windows` and `zscore` with which the slice graph computes this normalisation."""
+        if self.windows:
+            return self.windows, None
+        lo, hi = self.clip if self.clip is not None else (-1e6, 1e6)
+        return (Window(level=(lo + hi) / 2, width=hi - lo),), ZScore(self.mean, self.std)
+
+    @classmethod
+    def from_card(cls, windows: tuple[Window, ...], zscore: ZScore | None) -> "Intensity":
+        """The normalisation a card's `windows` and `zscore` describe (the clip range read from its window)."""
+        if zscore is None:
+            return cls(windows=tuple(windows))
+        (w,) = windows
+        return cls(clip=(w.low, w.high), mean=zscore.mean, std=zscore.std)
 
     @classmethod
     def ct_zscore(cls, volumes: list[SliceVolume]) -> "Intensity":
