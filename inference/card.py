@@ -123,6 +123,23 @@ class LocatorSpec:
                        windows=windows or LOCATOR_WINDOWS, **d)
         except (KeyError, TypeError) as e:
             raise CardError(f"malformed locator section: {e!r}") from e
+@dataclass(frozen=True)
+class SlabTail:
+    """Where the network may be cut so that its full-resolution tail runs in z-slabs (inference.staged):
+    `cut` names the composed graph's tensor [1,C,z,y,x] at 1/`z_scale` of the canvas's z; every tail output
+    slice depends on cut-slices within `halo` of its own; each tail run covers `slab` cut-slices (+ halos).
+    Same labels as the whole graph; the full-resolution activations then exist for one slab at a time."""
+
+    cut: str
+    z_scale: int = 2
+    halo: int = 1
+    slab: int = 12
+
+    def __post_init__(self) -> None:
+        if self.z_scale < 1 or self.halo < 0 or self.slab < 1:
+            raise CardError(f"slab_tail needs z_scale >= 1, halo >= 0, slab >= 1, got {self}")
+
+
 #: Network classes 0 air, 1 body, 2 liver, 3 kidneys, 4 spleen, 5 pancreas -> FLARE label max(class - 1, 0).
 COBRA_CLASS_TO_LABEL = (0, 0, 1, 2, 3, 4)
 
@@ -146,6 +163,7 @@ class ModelCard:
     provenance: dict[str, Any] = field(default_factory=dict)
     labelset: str = DEFAULT_LABELSET  # inference.labels: organ names and component rules of the labels
     zscore: ZScore | None = None  # slices cards: one channel, the window as clip range, then z-score
+    slab_tail: SlabTail | None = None  # where the network's full-resolution tail may run in z-slabs
 
     def __post_init__(self) -> None:
         if self.graph not in ("composed", "network"):
@@ -222,9 +240,11 @@ class ModelCard:
             keep = d.pop("keep_components", None)
             locator = d.pop("locator", None)
             zscore = d.pop("zscore", None)
+            slab_tail = d.pop("slab_tail", None)
             return cls(
                 zscore=None if zscore is None else ZScore(float(zscore["mean"]), float(zscore["std"])),
                 geometry=geometry,
+                slab_tail=None if slab_tail is None else SlabTail(**slab_tail),
                 locator=None if locator is None else LocatorSpec.from_dict(locator),
                 windows=windows or COBRA_WINDOWS,
                 keep_components=keep,

@@ -19,6 +19,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import SimpleITK as sitk
@@ -31,6 +32,9 @@ from inference.orientation import Reorientation, orientation_of
 from inference.postprocess import classes_to_labels, keep_largest_components
 from inference.runtime import ModelLoadError, RuntimeName, Session, open_session
 from inference.scan import Grid, canonical_hu
+
+if TYPE_CHECKING:
+    import onnx
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_CARD = WEIGHTS_DIR / "abdoseg_coarse.json"
@@ -51,22 +55,39 @@ class StageClock:
         self._t = now
 
 
-def _model_bytes_or_path(card: ModelCard, model_path: Path) -> Path | bytes:
+def _composed_model(card: ModelCard, model_path: Path) -> "onnx.ModelProto":
     """The composed graph: the file itself, or (for a network-only file) the network composed at load time."""
-    if card.graph == "composed":
-        return model_path
     import onnx
 
+    if card.graph == "composed":
+        return onnx.load(str(model_path))
     from inference.preprocess_graph import compose_with_network
 
-    return compose_with_network(onnx.load(str(model_path)), card).SerializeToString()
+    return compose_with_network(onnx.load(str(model_path)), card)
 
 
-def _open_or_explain(model, path: Path, what: str, runtime: RuntimeName, threads: int, use_cuda: bool,
-                     cache_dir: Path | None) -> Session:
-    """open_session, or a one-line ModelLoadError naming the file (`model`: a path, or a callable making the graph)."""
+def open_model_session(card: ModelCard, model_path: Path, runtime: RuntimeName, threads: int, use_cuda: bool,
+                       cache_dir: Path | None) -> Session:
+    """The card's graph as one Session: in parts with the tail in z-slabs where the card says where to cut it
+    (inference.staged; not on CUDA, where memory is not the limit), over batches of slices for "slices" cards,
+    else the composed graph as one."""
+    if card.slab_tail is not None and not use_cuda:
+        from inference.staged import StagedSession
+
+        return StagedSession.open(card, _composed_model(card, model_path), runtime, threads, cache_dir)
+    model = model_path if card.graph == "composed" else _composed_model(card, model_path).SerializeToString()
+    session = open_session(model, runtime, threads, use_cuda, cache_dir)
+    if card.geometry.mode == "slices":  # 2D networks: the slice graph over bounded batches of slices
+        from inference.slice_graph import SliceBatches
+
+        session = SliceBatches(session, card.geometry.shape[0])
+    return session
+
+
+def _open_or_explain(opener: Callable[[], Session], path: Path, what: str, runtime: RuntimeName) -> Session:
+    """opener(), or a one-line ModelLoadError naming the file."""
     try:
-        return open_session(model() if callable(model) else model, runtime, threads, use_cuda, cache_dir)
+        return opener()
     except Exception as e:  # noqa: BLE001 - whatever the runtime or onnx raise for a file they cannot use
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise ModelLoadError(f"{path}: {runtime} cannot open {what} ({reason})") from e
@@ -111,8 +132,9 @@ class Predictor:
                 raise ModelLoadError(f"card {self.card.name!r} has no locator")
             path = Path(spec.model_file)
             verify_file(path, spec.sha256, f"the locator of card {self.card.name!r}")
-            self._locator = _open_or_explain(path, path, "the locator", self.runtime.runtime, self.runtime.threads,
-                                             False, self.runtime.cache_dir)
+            choice = self.runtime
+            self._locator = _open_or_explain(lambda: open_session(path, choice.runtime, choice.threads, False,
+                                                                  choice.cache_dir), path, "the locator", choice.runtime)
         return self._locator
 
     @classmethod
@@ -141,12 +163,8 @@ class Predictor:
     def _open_runtime(self, model_path: Path, runtime: RuntimeName, threads: int, use_cuda: bool,
                       cache_dir: Path | None) -> Session:
         t0 = time.perf_counter()
-        session = _open_or_explain(lambda: _model_bytes_or_path(self.card, model_path), model_path, "this model",
-                                   runtime, threads, use_cuda, cache_dir)
-        if self.card.geometry.mode == "slices":  # 2D networks: the slice graph over bounded batches of slices
-            from inference.slice_graph import SliceBatches
-
-            session = SliceBatches(session, self.card.geometry.shape[0])
+        session = _open_or_explain(lambda: open_model_session(self.card, model_path, runtime, threads, use_cuda,
+                                                              cache_dir), model_path, "this model", runtime)
         self.session_load_s = time.perf_counter() - t0
         return session
 

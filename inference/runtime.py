@@ -27,8 +27,16 @@ class Session(Protocol):
         """Get ready for an input of this shape (OpenVINO static shapes compile here)."""
         ...
 
+    def prepare_inputs(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Get ready for inputs of these shapes (by name; the others as the model states them)."""
+        ...
+
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Return the graph's single output for the named inputs."""
+        ...
+
+    def release(self) -> None:
+        """Free the buffers a run keeps (a no-op where the runtime keeps none)."""
         ...
 
 
@@ -52,8 +60,14 @@ class OnnxRuntimeSession:
     def prepare(self, shape: tuple[int, ...]) -> None:
         pass
 
+    def prepare_inputs(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        pass
+
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         return self._session.run(None, feeds)[0]
+
+    def release(self) -> None:
+        pass
 
 
 class OpenVinoSession:
@@ -98,10 +112,14 @@ class OpenVinoSession:
 
         The model's other inputs (e.g. "spacing" [3]) have static shapes: they enter the key as they are.
         """
+        self.prepare_inputs({"ct": tuple(shape)})
+
+    def prepare_inputs(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Compile for these input shapes (by name; the other inputs must have static shapes)."""
         if self._static:
             fixed = {i.get_any_name(): tuple(i.get_shape()) for i in self._model.inputs
-                     if i.get_any_name() != "ct" and i.get_partial_shape().is_static}
-            self._request_for(self._key({**fixed, "ct": tuple(shape)}))
+                     if i.get_any_name() not in shapes and i.get_partial_shape().is_static}
+            self._request_for(self._key({**fixed, **shapes}))
 
     @staticmethod
     def _key(shapes: dict[str, tuple[int, ...]]) -> tuple[tuple[str, tuple[int, ...]], ...]:
@@ -115,12 +133,17 @@ class OpenVinoSession:
             compiled.release_memory()
         return result
 
+    def release(self) -> None:
+        for compiled, _ in self._requests.values():
+            compiled.release_memory()
+
 
 def open_session(model: Path | bytes, runtime: RuntimeName, threads: int, use_cuda: bool = False,
-                 cache_dir: Path | None = None, static_shapes: bool = True) -> Session:
-    """Open a session for the composed graph (a file path, or serialized ONNX bytes)."""
+                 cache_dir: Path | None = None, static_shapes: bool = True, release_after_run: bool = True) -> Session:
+    """Open a session for an ONNX graph (a file path, or serialized ONNX bytes); `release_after_run`: OpenVINO
+    frees the activation buffers after each run (False: they stay for the next run, until `release`)."""
     if runtime == "onnxruntime" or use_cuda:  # the GPU coarse stage runs through onnxruntime's CUDA provider
         return OnnxRuntimeSession(model, threads, use_cuda)
     if runtime == "openvino":
-        return OpenVinoSession(model, threads, cache_dir, static_shapes)
+        return OpenVinoSession(model, threads, cache_dir, static_shapes, release_after_run)
     raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")

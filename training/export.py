@@ -13,15 +13,16 @@ import logging
 import platform
 import shutil
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from inference.card import ModelCard, sha256_of
+from inference.staged import slab_agreement
 from training.data import FULL, UPPER60, Crop, find_cases, read_canonical, Resampler
-from training.network import CobraUNet, count_parameters
+from training.network import SLAB_TAIL, CobraUNet, count_parameters
 from training.train import TrainConfig, build_network, network_classes
 from training.windows import hu_to_channels
 
@@ -128,6 +129,10 @@ def export_run(
     worst = min(p.agreement for p in parity)
     if worst < PARITY_MIN:
         raise ExportError(f"parity failed: torch and onnxruntime agree on only {worst:.5f} of voxels (< {PARITY_MIN})")
+    slabs = slab_agreement(composed, replace(draft, slab_tail=SLAB_TAIL))
+    if slabs != 1.0:
+        raise ExportError(f"the network in z-slabs (slab_tail {SLAB_TAIL}) agrees with the whole graph on only "
+                          f"{slabs:.6f} of voxels (needs 1.0)")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = out_dir / f"{name}.onnx"
@@ -160,7 +165,7 @@ def export_run(
     card_path = out_dir / f"{name}.json"
     card = ModelCard(name=name, model_file=onnx_path.name, sha256=sha256_of(onnx_path), graph="composed",
                      geometry=cfg.geometry, locator=_existing_locator(card_path), provenance=provenance,
-                     class_to_label=class_to_label, labelset=cfg.labelset)
+                     class_to_label=class_to_label, labelset=cfg.labelset, slab_tail=SLAB_TAIL)
     card.save(card_path)
     for extra, target in (("train.log", f"{name}.train.log"), ("train_log.jsonl", f"{name}.train_log.jsonl"),
                           ("curves.png", f"{name}.curves.png")):

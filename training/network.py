@@ -9,9 +9,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from inference.card import SlabTail
+
 N_CLASSES = 6
 N_CHANNELS = 2
 EXPECTED_PARAMETERS = 436_982
+#: Where the exported graph may be cut so that its full-resolution tail (up0, final, head) runs in z-slabs
+#: (inference.staged): dec1's output, at half resolution; the tail's only z-mixing is final's 3-tap conv,
+#: so one half-resolution slice of context (2 full-resolution slices) on each side gives exact labels.
+SLAB_TAIL = SlabTail(cut="net//dec1/Add_output_0", z_scale=2, halo=1, slab=12)
 
 
 def _conv_bn_relu(c_in: int, c_out: int, kernel: tuple[int, int, int] | int = 1) -> nn.Sequential:
