@@ -1,10 +1,10 @@
 """Check one container run's outputs against its inputs: the harness's contract for every case.
 
-    python check_outputs.py INPUTS OUTPUTS [--labels LABELS]
+    python check_outputs.py INPUTS OUTPUTS [--labels LABELS] [--liver-optional]
 
 For each INPUTS/<case>_0000.nii.gz: OUTPUTS holds exactly <case>.nii.gz (nothing else), readable by anyone;
 its grid (size, spacing, origin, direction) is the input's; its pixels are uint8 labels within 0..4 with the
-liver (1) present. With --labels, Dice against LABELS/<case>.nii.gz is printed (information, not a gate).
+liver (1) present (unless --liver-optional: an untrained path-check model). With --labels, Dice against LABELS/<case>.nii.gz is printed (information, not a gate).
 Prints one line per case; exits 1 naming every failed check.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
-def check_case(scan: Path, outputs: Path, labels: Path | None) -> tuple[list[str], str]:
+def check_case(scan: Path, outputs: Path, labels: Path | None, liver: bool = True) -> tuple[list[str], str]:
     case = scan.name[: -len(SUFFIX)]
     out_path = outputs / f"{case}.nii.gz"
     if not out_path.is_file():
@@ -60,7 +60,7 @@ def check_case(scan: Path, outputs: Path, labels: Path | None) -> tuple[list[str
     values = set(np.unique(arr).tolist())
     if not values <= {0, *LABELS}:
         problems.append(f"{case}: label values {sorted(values)} outside 0..4")
-    if 1 not in values:
+    if liver and 1 not in values:
         problems.append(f"{case}: no liver (label 1) in the output")
     summary = f"{case}: {'x'.join(map(str, out.GetSize()))} labels {sorted(values)}"
     ref_path = labels / f"{case}.nii.gz" if labels else None
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("inputs", type=Path)
     p.add_argument("outputs", type=Path)
     p.add_argument("--labels", type=Path, default=None)
+    p.add_argument("--liver-optional", action="store_true", help="no liver needed (a tiny untrained model)")
     args = p.parse_args(argv)
     scans = sorted(args.inputs.glob(f"*{SUFFIX}"))
     if not scans:
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         problems.append(f"unexpected files in outputs: {extra}")
     for scan in scans:
-        case_problems, summary = check_case(scan, args.outputs, args.labels)
+        case_problems, summary = check_case(scan, args.outputs, args.labels, not args.liver_optional)
         problems += case_problems
         if summary:
             print(f"check: {summary}")

@@ -10,6 +10,9 @@
 #   5. check every output with .ci/check_outputs.py (grid identical to the input, uint8 labels in 0..4, liver
 #      present, readable by anyone, nothing else in outputs/) and print the image size, its largest parts,
 #      import times and each case's container wall time. Fails on any error and on an image over 800 MB.
+#   6. a 2D "slices" card (issue 15): a tiny-width nnU-Net 2D trained a few steps and exported in .venv-dev
+#      (skipped, with a line, when there is none), mounted read-only and selected with ABDOSEG_CARD, on one case
+#      (its output checked as in 5, the liver optional: the model is a path check, not trained to find it).
 #
 # `--build-only` (make container) stops after step 3 and the size report.
 # Runs as root (CI does). Environment: ABDOSEG_IMAGE (default abdoseg:latest), ABDOSEG_SAMPLES (a folder with
@@ -234,6 +237,42 @@ run_cases() {
     done
 }
 
+# Step 6: one case through a 2D card made here (tiny width, a few steps: seconds; no 2D weights in git).
+run_slice_card() {
+    local py=$REPO/.venv-dev/bin/python samples scan case t0 status=0
+    if [ ! -x "$py" ]; then
+        log "2D card check skipped: no $REPO/.venv-dev (make venv-dev) to train one"
+        return
+    fi
+    samples=$(sample_dir)
+    t0=$(now)
+    (cd "$REPO" && "$py" -m training train --arch nnunet2d --data "$samples" --out "$WORK/run2d" --width 0.0625 \
+        --slice-size 64 64 --steps 4 --steps-per-epoch 2 --batch-size 2 --threads 2 \
+        && "$py" -m training export "$WORK/run2d" --out "$WORK/card2d" --name nnunet2d_tiny) > "$WORK/card2d.log" 2>&1 \
+        || { tail -20 "$WORK/card2d.log" >&2; die "training/exporting the tiny 2D card failed"; }
+    chmod -R a+rX "$WORK/card2d"
+    scan=$(ls "$samples"/imagesTr/*_0000.nii.gz | tail -1)
+    case=$(basename "$scan" _0000.nii.gz)
+    mkdir -p "$WORK/in2d" "$WORK/out2d"
+    cp "$scan" "$WORK/in2d/"
+    chmod -R a-w "$WORK/in2d"
+    log "2D card nnunet2d_tiny made in $(elapsed "$t0") s; running $case with ABDOSEG_CARD"
+    t0=$(now)
+    podman run --rm --network=none -v "$WORK/in2d:/workspace/inputs:ro" -v "$WORK/out2d:/workspace/outputs" \
+        -v "$WORK/card2d:/cards:ro" -e ABDOSEG_CARD=/cards/nnunet2d_tiny.json "$IMAGE" /bin/bash -c "sh predict.sh" \
+        > "$WORK/$case.2d.log" 2>&1 || status=$?
+    log "$case (2D card): container wall time $(elapsed "$t0") s (exit $status)"
+    sed 's/^/[container]   | /' "$WORK/$case.2d.log"
+    [ "$status" -eq 0 ] || die "$case: the container exited $status with the 2D card"
+    grep -q "nnunet2d_tiny" "$WORK/$case.2d.log" || die "$case: the run does not name the 2D card"
+    podman run --rm --network=none -v "$WORK/in2d:/check/inputs:ro" -v "$WORK/out2d:/check/outputs:ro" \
+        -v "$REPO/.ci/check_outputs.py:/check/check_outputs.py:ro" \
+        "$IMAGE" python /check/check_outputs.py /check/inputs /check/outputs --liver-optional \
+        > "$WORK/$case.2d.check" 2>&1 || status=$?
+    sed 's/^/[container]   /' "$WORK/$case.2d.check"
+    [ "$status" -eq 0 ] || die "$case: output check failed with the 2D card"
+}
+
 T_START=$(now)
 install_tools
 mkdir -p "$CACHE" /run/abdoseg
@@ -244,4 +283,5 @@ make_base
 build_image
 report_image
 $BUILD_ONLY || run_cases
+$BUILD_ONLY || run_slice_card
 log "container step passed in $(elapsed "$T_START") s"

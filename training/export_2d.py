@@ -26,6 +26,9 @@ from training.train_2d import SliceTrainConfig, load_slice_run, predict_slices
 
 log = logging.getLogger("training.export")
 CLASS_TO_LABEL = (0, 1, 2, 3, 4)  # the 2D networks' classes are the FLARE21 labels
+#: Seeds whose paper states a component rule: seed 002 keeps the largest liver, spleen and pancreas component
+#: and the two largest kidney components. The others get the label set's rule (inference.labels).
+COMPONENT_RULES = {"vgg13_unet_ds": {1: 1, 2: 2, 3: 1, 4: 1}}
 
 
 def slice_card(cfg: SliceTrainConfig, intensity: Intensity, name: str, **fields) -> ModelCard:
@@ -33,7 +36,8 @@ def slice_card(cfg: SliceTrainConfig, intensity: Intensity, name: str, **fields)
     windows, zscore = intensity.card_fields()
     return ModelCard(name=name, model_file=f"{name}.onnx", sha256=fields.pop("sha256", None), graph="composed",
                      geometry=Geometry("slices", (cfg.slices_per_run, *cfg.slice_size)), windows=windows,
-                     zscore=zscore, class_to_label=CLASS_TO_LABEL, network_input="slices",
+                     zscore=zscore, class_to_label=CLASS_TO_LABEL, keep_components=COMPONENT_RULES.get(cfg.arch),
+                     network_input="slices",
                      network_output="logits", **fields)
 
 

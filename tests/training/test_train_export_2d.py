@@ -49,6 +49,9 @@ def test_a_2d_run_exports_a_slices_card_that_predict_sh_runs(arch, runs, tmp_pat
     assert min(card.provenance["parity"].values()) >= 0.999
     assert (card.zscore is not None) == (arch == "nnunet2d")  # seed 003: nnU-Net's CT clip + z-score
     assert card.provenance["architecture"]["name"] == arch
+    if arch == "vgg13_unet_ds":  # seed 002's rule: largest liver, spleen, pancreas; two kidney components
+        assert {k: (r.keep, r.extra, r.min_ml) for k, r in card.keep_components.items()} == \
+            {1: (1, 0, 0.0), 2: (2, 0, 0.0), 3: (1, 0, 0.0), 4: (1, 0, 0.0)}
     inputs, outputs = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
     shutil.copy(real_image("upperabd1mm"), inputs)
