@@ -88,3 +88,34 @@ def test_slice_cards_are_validated(toy_card_path):
     with pytest.raises(CardError, match="std must be > 0"):
         ModelCard.from_dict({**__import__("json").loads(card.to_json()), "windows": [{"level": 0, "width": 10}],
                              "zscore": {"mean": 0.0, "std": 0.0}})
+
+
+class _Recorder:
+    """A Session that records the shapes it gets and answers each slice with its first voxel (as classes)."""
+
+    input_names, description = ("ct",), "recorder"
+
+    def __init__(self):
+        self.prepared, self.runs = [], []
+
+    def prepare(self, shape):
+        self.prepared.append(shape)
+
+    def run(self, feeds):
+        ct = feeds["ct"]
+        self.runs.append(ct.shape)
+        return np.broadcast_to(ct[:, :1, :1].astype(np.uint8), (len(ct), 2, 3)).copy()
+
+
+def test_the_network_never_sees_more_than_the_cards_batch_and_slices_stay_in_order():
+    inner = _Recorder()
+    batches = SliceBatches(inner, 4)
+    ct = np.broadcast_to(np.arange(10, dtype=np.int16)[:, None, None], (10, 8, 8))
+    batches.prepare(ct.shape)
+    out = batches.run({"ct": ct})
+    assert inner.prepared == [(4, 8, 8)] and inner.runs == [(4, 8, 8)] * 3  # 10 slices: 4 + 4 + 2 padded to 4
+    np.testing.assert_array_equal(out[:, 0, 0], np.arange(10))
+    assert out.shape == (10, 2, 3)
+    short = _Recorder()
+    SliceBatches(short, 4).run({"ct": ct[:3]})
+    assert short.runs == [(3, 8, 8)]  # a scan shorter than the batch is one run of its own length
