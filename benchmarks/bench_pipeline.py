@@ -7,8 +7,9 @@
 Volumes come from ../shared/tools/make_bench_volumes.py (512x512x134 / 336 / 672, made once into .cache/bench).
 Each run is a fresh process, exactly as the organisers time one container per case (minus the container start):
 wall time from exec to exit, peak RSS of that process (wait4 rusage), and the stage seconds it logged.
-Targets (issue 2, 2-core CPU): cold 512^2x134 < 2.2 s and <= 1.5x the bare forward; peak RSS <= 2 GB at 336
-slices, <= 4 GB at 672.
+Beside each size, COBRA's published pipeline (benchmarks/cobra_pipeline.py, the peer file, a fresh process) in the
+same run, so every figure is also a ratio on one machine. Targets (issue 13, on this machine): cold 512^2x134
+<= 0.25x COBRA's pipeline, cold e2e - steady forward <= 1.0 s; peak RSS <= 1.5 GB at 336 slices, <= 3 GB at 672.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SHARED_TOOL = ROOT.parent / "shared" / "tools" / "make_bench_volumes.py"
 CACHE = ROOT / ".cache" / "bench"
+COBRA_PEER = ROOT.parent / "shared" / "peers" / "cobra" / "cobra_abdomenct1k.onnx"  # benchmark only, never shipped
 
 
 def cpu_model() -> str:
@@ -72,9 +74,10 @@ def cold_run(scan: Path, extra: list[str]) -> dict:
         return {"wall": wall, "rss_mb": usage.ru_maxrss / 1024, "record": record}
 
 
-def bare_forward(card_spec: str, model: Path | None, runtime: str, threads: int, repeats: int) -> list[float]:
-    """Steady-state seconds per forward of the network alone (model-grid input) in the same runtime: after one
-    warm-up run, with the runtime's buffers kept between runs (the pipeline releases them after its one run)."""
+def bare_forward(card_spec: str, model: Path | None, runtime: str, threads: int, repeats: int
+                 ) -> tuple[float, list[float]]:
+    """Seconds of the network alone (model-grid input, the whole graph) in the same runtime: its first run in a
+    fresh session (buffers touched for the first time), then steady runs with the buffers kept between runs."""
     import numpy as np
     import onnx
 
@@ -93,13 +96,30 @@ def bare_forward(card_spec: str, model: Path | None, runtime: str, threads: int,
     session = (OpenVinoSession(graph, threads, release_after_run=False) if runtime == "openvino"
                else OnnxRuntimeSession(graph, threads))
     x = np.random.default_rng(0).random((1, len(card.windows), *card.geometry.shape), dtype=np.float32)
+    t = time.perf_counter()
     session.run({feed: x})
+    first = time.perf_counter() - t
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         session.run({feed: x})
         times.append(time.perf_counter() - t)
-    return times
+    return first, times
+
+
+def cobra_cold(scan: Path, threads: int) -> tuple[float, float] | None:
+    """Wall seconds and peak RSS (MB) of COBRA's published pipeline as one fresh process (None: no peer file)."""
+    if not COBRA_PEER.is_file():
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "cobra_pipeline.py"), str(COBRA_PEER), str(scan),
+               str(Path(tmp, "out.nii.gz")), "--threads", str(threads)]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd)
+        _, status, usage = os.wait4(proc.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"COBRA pipeline failed on {scan.name}")
+        return time.perf_counter() - t0, usage.ru_maxrss / 1024
 
 
 def main() -> None:
@@ -122,26 +142,31 @@ def main() -> None:
     if a.cache_dir:
         extra += ["--cache-dir", str(a.cache_dir)]
     volumes = ensure_volumes(a.sizes.split(","))
-    forward = bare_forward(a.card, a.model, a.runtime, threads, a.repeats)
+    first, forward = bare_forward(a.card, a.model, a.runtime, threads, a.repeats)
     fwd = statistics.median(forward)
 
     print(f"command: {' '.join([sys.executable, *sys.argv])}")
     print(f"CPU: {cpu_model()}")
-    print(f"runtime {a.runtime}, {threads} threads, card {a.card}; bare network forward (median of {a.repeats}): "
-          f"{fwd:.2f} s  [{', '.join(f'{t:.2f}' for t in forward)}]")
-    header = f"{'case':8} {'size':14} {'cold e2e s':>11} {'x fwd':>6} {'peak RSS MB':>12}  stages (s, median run)"
+    print(f"runtime {a.runtime}, {threads} threads, card {a.card}; bare network forward: first run {first:.2f} s, "
+          f"steady (median of {a.repeats}) {fwd:.2f} s  [{', '.join(f'{t:.2f}' for t in forward)}]")
+    header = (f"{'case':8} {'size':14} {'cold e2e s':>11} {'- fwd s':>8} {'COBRA s':>8} {'/COBRA':>7} "
+              f"{'peak RSS MB':>12}  stages (s, median run)")
     print(header)
     print("-" * len(header))
     for size, scan in volumes.items():
         runs = [cold_run(scan, extra) for _ in range(a.repeats)]
+        cobra = [cobra_cold(scan, threads) for _ in range(a.repeats)]
+        cobra_s = statistics.median(c[0] for c in cobra) if cobra[0] else float("nan")
         walls = [r["wall"] for r in runs]
+        wall = statistics.median(walls)
         med = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]
         rec = med["record"]
         stages = " ".join(f"{k} {v:.2f}" for k, v in rec["seconds"].items())
         dims = "x".join(str(s) for s in rec["input_size"])
-        print(f"bench{size:3} {dims:14} {statistics.median(walls):11.2f} {statistics.median(walls) / fwd:6.2f} "
+        print(f"bench{size:3} {dims:14} {wall:11.2f} {wall - fwd:8.2f} {cobra_s:8.2f} {wall / cobra_s:7.3f} "
               f"{max(r['rss_mb'] for r in runs):12.0f}  load {rec['model_load_s']:.2f} {stages}  "
-              f"[walls {', '.join(f'{w:.2f}' for w in walls)}]")
+              f"[walls {', '.join(f'{w:.2f}' for w in walls)}; COBRA "
+              f"{', '.join(f'{c[0]:.2f}' for c in cobra if c)}]")
 
 
 if __name__ == "__main__":

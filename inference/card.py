@@ -164,10 +164,13 @@ class ModelCard:
     labelset: str = DEFAULT_LABELSET  # inference.labels: organ names and component rules of the labels
     zscore: ZScore | None = None  # slices cards: one channel, the window as clip range, then z-score
     slab_tail: SlabTail | None = None  # where the network's full-resolution tail may run in z-slabs
+    precision: str = "fp32"  # "int8": the network quantized (training.quantize), its gate in the provenance
 
     def __post_init__(self) -> None:
         if self.graph not in ("composed", "network"):
             raise CardError(f"graph must be 'composed' or 'network', got {self.graph!r}")
+        if self.precision not in ("fp32", "int8"):
+            raise CardError(f"precision must be 'fp32' or 'int8', got {self.precision!r}")
         try:
             parse_orientation(self.orientation)
         except ValueError as e:

@@ -103,7 +103,13 @@ class OpenVinoSession:
             if shapes is not None:
                 model = model.clone()
                 model.reshape({name: self._ov.PartialShape(list(shape)) for name, shape in shapes})
-            compiled = self._core.compile_model(model, "CPU", self._config)
+            try:
+                compiled = self._core.compile_model(model, "CPU", self._config)
+            except RuntimeError:  # e.g. a read-only cache without this blob: compile without the cache
+                if "CACHE_DIR" not in self._config:
+                    raise
+                self._config.pop("CACHE_DIR")
+                compiled = self._core.compile_model(model, "CPU", self._config)
             self._requests[shapes] = (compiled, compiled.create_infer_request())
         return self._requests[shapes]
 

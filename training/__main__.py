@@ -74,6 +74,14 @@ def _reframe_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="gets one FLARE folder per variant")
 
 
+def _quantize_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quantize", help="INT8 copy of a card's network (NNCF), written only if it passes its gate")
+    p.add_argument("--card", required=True, help="fp32 card (a JSON path or flare21/flare22)")
+    p.add_argument("--data", required=True, type=Path, help="FLARE folder: calibration scans, and the gate's")
+    p.add_argument("--out", required=True, type=Path, help="weights folder")
+    p.add_argument("--name", required=True, help="file stem of the INT8 .onnx and .json")
+
+
 def _locator_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-locator", help="train the locate stage's network on long variants; export it beside a card")
     p.add_argument("--data", required=True, type=Path, help="FLARE folder (imagesTr, labelsTr)")
@@ -170,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     _export_parser(sub)
     _reframe_parser(sub)
     _locator_parser(sub)
+    _quantize_parser(sub)
     arch = sub.add_parser("architectures", help="table of the registered networks: parameters, GFLOPs, input")
     arch.add_argument("--width", type=float, default=1.0, help="channel multiplier (1: the papers' configurations)")
     args = parser.parse_args(argv)
@@ -190,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
 
             path = run_locator(args.data, args.card, args.steps, args.seed, args.threads, args.recipe)
             logging.getLogger("training").info("wrote %s and the locator section of %s", path, args.card)
+            return 0
+        if args.command == "quantize":
+            from training.quantize import quantize_card
+
+            quantize_card(args.card, args.data, args.out, args.name)
             return 0
         if args.command == "reframe":
             from training.reframe import write_variants
