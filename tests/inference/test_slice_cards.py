@@ -4,6 +4,8 @@ The 3D path's orientation, runtime, bad-input and predict.sh tests run here agai
 card in place of the toy 3D one (the `toy_card_path` fixture below overrides conftest's); the tests that
 follow check what is particular to slices: in-plane-only resampling, batching, the z-score intensity.
 """
+import json
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -84,9 +86,9 @@ def test_slice_cards_are_validated(toy_card_path):
     with pytest.raises(CardError, match="composed graph"):
         ModelCard(**{**card.__dict__, "graph": "network"})
     with pytest.raises(CardError, match="exactly one window"):
-        ModelCard.from_dict({**__import__("json").loads(card.to_json()), "zscore": {"mean": 0.0, "std": 1.0}})
+        ModelCard.from_dict({**json.loads(card.to_json()), "zscore": {"mean": 0.0, "std": 1.0}})
     with pytest.raises(CardError, match="std must be > 0"):
-        ModelCard.from_dict({**__import__("json").loads(card.to_json()), "windows": [{"level": 0, "width": 10}],
+        ModelCard.from_dict({**json.loads(card.to_json()), "windows": [{"level": 0, "width": 10}],
                              "zscore": {"mean": 0.0, "std": 0.0}})
 
 
