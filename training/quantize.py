@@ -121,6 +121,8 @@ def quantize_card(card_spec: str | Path, data_dir: Path, out_dir: Path, name: st
         onnx_path.write_bytes(onnx_tmp.read_bytes())
     provenance = {**card.provenance, "quantized_from": {"card": card.name, "sha256": card.sha256},
                   "quantization": {"tool": _nncf_version(), "calibration": f"{data_dir} x {len(SHORT_CROPS)} crops",
+                                   "command": f"python -m training quantize --card {card_spec} --data {data_dir} "
+                                              f"--out {out_dir} --name {name}",
                                    "gate": {"min_agreement": MIN_AGREEMENT, "max_dsc_change": MAX_DSC_CHANGE,
                                             "measured": figures}}}
     fields = {"name": name, "model_file": onnx_path.name, "sha256": sha256_of(onnx_path), "precision": "int8",
