@@ -247,7 +247,7 @@ run_slice_card() {
     samples=$(sample_dir)
     t0=$(now)
     (cd "$REPO" && "$py" -m training train --arch nnunet2d --data "$samples" --out "$WORK/run2d" --width 0.0625 \
-        --slice-size 64 64 --steps 4 --steps-per-epoch 2 --batch-size 2 --threads 2 \
+        --slice-size 64 64 --steps 2 --steps-per-epoch 2 --batch-size 2 --threads 2 \
         && "$py" -m training export "$WORK/run2d" --out "$WORK/card2d" --name nnunet2d_tiny) > "$WORK/card2d.log" 2>&1 \
         || { tail -20 "$WORK/card2d.log" >&2; die "training/exporting the tiny 2D card failed"; }
     chmod -R a+rX "$WORK/card2d"
