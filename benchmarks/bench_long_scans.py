@@ -5,10 +5,14 @@ what the locate stage costs on a FLARE-sized whole-body volume.
     python benchmarks/bench_long_scans.py cost       # 512x512x800 at 1.5 mm: locate vs bare forward, peak RSS
     python benchmarks/bench_long_scans.py rules      # the component rule vs largest-k vs every piece (both cards)
     python benchmarks/bench_long_scans.py overhead   # a short scan (benchS): this stage's cost vs the card without it
+    python benchmarks/bench_long_scans.py seam       # DSC away from the seam where filler meets the cut-off organs
 
 Long variants are abdpelvis3mm with mirrored organ-free slices appended (training.long_scans): organs at the
 top (636 mm, chest-abdomen-pelvis length), at the bottom, in the middle, whole-body 1,386 mm and 2,000 mm, and
 re-stored LPS / PIR copies; "pelvis only" is the organ-free part alone. A figure is what one run printed.
+abdpelvis3mm's field of view ends inside the liver and the spleen (435 spleen voxels on its top slice), so where
+filler is appended above it (organs at the bottom / in the middle) mirrored pelvis abuts cut-off organs: a seam
+no real scan has. `seam` scores the slices at least 15 mm below the real scan's top in every variant.
 """
 from __future__ import annotations
 
@@ -197,9 +201,39 @@ def cost(runtime: str, threads: int, repeats: int) -> None:
           + " ".join(f"{k} {v:.2f}" for k, v in med["seconds"].items()))
 
 
+SEAM_MM = 15.0
+
+
+def seam(runtime: str, threads: int, card: str | None = None) -> None:
+    """DSC on the canonical slices of the real scan at least SEAM_MM below its top, per variant and card."""
+    import SimpleITK as sitk
+
+    from inference.pipeline import DEFAULT_CARD, Predictor
+    from inference.scan import Grid, canonical_hu
+
+    cards = [("shipped", Predictor.load(card or DEFAULT_CARD, runtime=runtime, threads=threads))]
+    if PEER.exists():
+        cards.append(("cobra peer", Predictor.load("cobra", PEER, runtime=runtime, threads=threads)))
+    canonical = lambda a, img: canonical_hu(a.astype(np.int16), Grid.of(img), "RAS")[0]  # noqa: E731
+    print(f"# {cpu_model()}; {runtime}, {threads} threads; slices >= {SEAM_MM:.0f} mm below the real scan's top")
+    print("| card | scan | " + " | ".join(ORGANS.values()) + " |")
+    print("|---|---|" + "---|" * len(ORGANS))
+    for name, image, label in variants():
+        below_mm = VARIANTS.get(name.split()[0], (0, 0))[0] if name != "abdomen only" else 0
+        if name.startswith("pelvis"):
+            continue
+        gt = canonical(sitk.GetArrayFromImage(label), label)
+        spacing = sorted(label.GetSpacing())[0]  # abdpelvis3mm: 3 mm isotropic
+        top = int(round(below_mm / spacing)) + 112 - int(round(SEAM_MM / spacing))
+        for card_name, predictor in cards:
+            pred = canonical(predictor.segment_image(image), label)
+            scores = [dice(gt[:top] == k, pred[:top] == k) for k in ORGANS]
+            print(f"| {card_name} | {name} | " + " | ".join("—" if np.isnan(d) else f"{d:.3f}" for d in scores) + " |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("accuracy", "cost", "rules", "overhead"))
+    p.add_argument("what", choices=("accuracy", "cost", "rules", "overhead", "seam"))
     p.add_argument("--runtime", default="openvino", choices=("openvino", "onnxruntime"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
@@ -208,7 +242,7 @@ def main() -> None:
     if args.what in ("cost", "overhead"):
         {"cost": cost, "overhead": overhead}[args.what](args.runtime, args.threads, args.repeats)
     else:
-        {"accuracy": accuracy, "rules": rules}[args.what](args.runtime, args.threads, args.card)
+        {"accuracy": accuracy, "rules": rules, "seam": seam}[args.what](args.runtime, args.threads, args.card)
 
 
 if __name__ == "__main__":

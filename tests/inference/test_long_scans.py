@@ -54,8 +54,9 @@ def _assert_close(long: dict, reference: dict, tolerance: float = 0.02) -> None:
 
 
 #: Organs at the bottom or in the middle: the only filler here is pelvis, so these variants put mirrored pelvic
-#: slices directly on top of a liver cut mid-organ, an anatomy no scan has. The fine-tuned weights lift the spleen
-#: there from .71 to .86 but not to within 0.02 of the abdomen (README, Long scans); strict, so a fix shows.
+#: slices directly on top of a liver and a spleen cut mid-organ, an anatomy no scan has. The fine-tuned weights lift
+#: the spleen there from .71 to .86 but not to within 0.02 of the abdomen (README, Long scans): the whole shortfall
+#: lies within 15 mm of that seam (the test below scores the rest); strict, so a fix shows.
 _SYNTHETIC_JUNCTION = pytest.mark.xfail(strict=True, reason="pelvis mirrored directly above a liver cut mid-organ")
 
 
@@ -69,6 +70,23 @@ def test_shipped_weights_score_on_long_scans_as_on_the_abdomen(shipped, scan, ex
     scores, clock = _scores(shipped, image, label)
     _assert_close(scores, reference)
     assert "locate" in clock.details and clock.organs_found
+
+
+def _scores_below(predictor: Predictor, image, label, stop: int) -> dict[str, float]:
+    """DSC on the stored (RAS: z = slice axis, head last) slices below `stop` only."""
+    pred = predictor.segment_image(image)[:stop]
+    gt = sitk.GetArrayViewFromImage(label)[:stop]
+    return {name: dice(gt == k, pred == k) for k, name in ORGANS.items()}
+
+
+@pytest.mark.parametrize("extension", [BOTTOM, MIDDLE, WHOLE], ids=["bottom", "middle", "whole"])
+def test_away_from_the_synthetic_seam_long_scans_score_as_the_abdomen(shipped, scan, extension):
+    """What the xfails above miss lies within 15 mm of the seam (benchmarks/bench_long_scans.py seam): slices
+    further from it score as the same slices of the abdomen-only scan."""
+    n = sitk.GetArrayViewFromImage(scan[0]).shape[0]  # 112 slices of 3 mm
+    reference = _scores_below(shipped, *scan, n - 5)
+    image, label = long_scan(*scan, *extension)
+    _assert_close(_scores_below(shipped, image, label, extension[0] // 3 + n - 5), reference)
 
 
 @pytest.mark.parametrize("extension", [TOP, BOTTOM, MIDDLE, WHOLE, LONGEST], ids=["top", "bottom", "middle", "whole", "2000mm"])
