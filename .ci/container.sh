@@ -178,6 +178,10 @@ report_image() {
         'du -sm /opt/venv/lib/python3*/site-packages/* /usr /workspace/weights "$ABDOSEG_CACHE_DIR" 2>/dev/null \
          | sort -rn | sed -n 1,8p' | sed 's/^/[container]   MB /'
     [ "$bytes" -le $((MAX_IMAGE_MB * 1000000)) ] || die "image is $((bytes / 1000000)) MB, over $MAX_IMAGE_MB MB"
+    # The warm-up baked the compiled network parts (inference/staged.py) into OpenVINO's model cache.
+    podman run --rm --network=none "$IMAGE" sh -c 'ls "$ABDOSEG_CACHE_DIR"/*.blob' > "$WORK/cache.list" 2>&1 \
+        || die "the image's model cache (\$ABDOSEG_CACHE_DIR) holds no compiled network"
+    log "model cache: $(wc -l < "$WORK/cache.list") compiled blobs baked in"
 }
 
 # One line from a PYTHONPROFILEIMPORTTIME log: the total (top-level imports) and the slowest packages (any depth).
