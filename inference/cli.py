@@ -70,18 +70,20 @@ def resolve_device(requested: str, fine_weights: Path | None = None, labelset: s
 
     'auto' -> 'cuda' when a GPU, a CUDA torch and fine weights are present and the fine card shows the fine
     stage at least as good as the CPU path on every organ of `labelset` (the model card's) (`fine_verdict`);
-    else 'cpu'."""
-    if requested != "auto":
-        return requested, ""
-    if not gpu_present():
+    else 'cpu'. 'auto' on a GPU and 'cuda' without fine weights: 'cpu', saying so."""
+    if requested == "cpu" or (requested == "auto" and not gpu_present()):
         return "cpu", ""
     try:
         from inference.card import WEIGHTS_DIR
-        from inference.fine import fine_available
+        from inference.fine import fine_available, fine_weights_missing
         from inference.fine.card import fine_verdict_at
     except ImportError:
-        return "cpu", ""
+        return ("cpu", "") if requested == "auto" else (requested, "")
     weights = fine_weights or WEIGHTS_DIR
+    if (missing := fine_weights_missing(weights)) is not None:
+        return "cpu", f"fine stage not used: {missing}"
+    if requested != "auto":
+        return requested, ""
     if not fine_available(weights):
         return "cpu", ""
     reason = fine_verdict_at(weights, labelset)

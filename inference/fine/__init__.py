@@ -6,6 +6,7 @@ import torch: torch loads inside `FineStage.load` / `FineStage.run` and in the t
 """
 from inference.fine.card import FineCard, load_fine_card
 from inference.fine.crop import CropBox, organ_box, paste
-from inference.fine.stage import FineStage, fine_available
+from inference.fine.stage import FineStage, fine_available, fine_weights_missing
 
-__all__ = ["CropBox", "FineCard", "FineStage", "fine_available", "load_fine_card", "organ_box", "paste"]
+__all__ = ["CropBox", "FineCard", "FineStage", "fine_available", "fine_weights_missing", "load_fine_card", "organ_box",
+           "paste"]

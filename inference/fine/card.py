@@ -4,7 +4,12 @@ It fixes everything the fine stage and its training must agree on: the network a
 spacing, the sliding-window patch and step, the HU windows (each clipped and mapped to [0, 1], one input
 channel each), the crop margin, the components kept per label, the sha256 of the weights file and where the
 weights came from, and the validation record that decides whether `--device auto` may use the stage
-(`fine_verdict`). Classes are FLARE21 labels directly (0 background, 1 liver, 2 kidneys, 3 spleen, 4 pancreas).
+(`fine_verdict`). Classes are the label ids of the card's label set directly (0 background, then its organs).
+
+Seed 001's fine recipe is options of this card: `architecture.kind = "cobra"` (the coarse network's own layout,
+so its weights can start from the coarse model's: `provenance.initialised_from`), `margin_mm` 40, `spacing`
+2.0 x 1.5 x 1.5 mm, one window [-325, 325] with `global_intensity` (mean, std over the training organs) instead
+of the [0, 1] window mapping.
 """
 from __future__ import annotations
 
@@ -23,20 +28,32 @@ FINE_CARD_NAME = "fine.json"
 FINE_WINDOWS = (Window(level=50.0, width=400.0), Window(level=60.0, width=100.0))
 
 
+#: Network layouts of the fine stage: "unet" (inference.fine.network.FineUNet, nnU-Net style) and "cobra" (the
+#: coarse model's network, training.network.CobraUNet: 2 input channels, patches in multiples of 16).
+ARCHITECTURE_KINDS = ("unet", "cobra")
+COBRA_CHANNELS, COBRA_DIVISOR = 2, 16
+
+
 @dataclass(frozen=True)
 class Architecture:
-    """nnU-Net-style 3D U-Net: `n_stages` resolutions, features base·2^s capped at `max_features`."""
+    """`kind` "unet": nnU-Net-style 3D U-Net, `n_stages` resolutions, features base·2^s capped at `max_features`;
+    "cobra": the coarse network's layout (base/max features and stages unused)."""
 
     in_channels: int = len(FINE_WINDOWS)
     n_classes: int = len(label_map(DEFAULT_LABELSET).names)
     base_features: int = 32
     max_features: int = 320
     n_stages: int = 5
+    kind: str = "unet"
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "n_classes", "base_features", "max_features", "n_stages"):
             if int(getattr(self, name)) < 1:
                 raise CardError(f"architecture {name} must be >= 1, got {getattr(self, name)!r}")
+        if self.kind not in ARCHITECTURE_KINDS:
+            raise CardError(f"architecture kind must be one of {', '.join(ARCHITECTURE_KINDS)}, got {self.kind!r}")
+        if self.kind == "cobra" and self.in_channels != COBRA_CHANNELS:
+            raise CardError(f"the cobra architecture takes {COBRA_CHANNELS} input channels, got {self.in_channels}")
 
     @property
     def features(self) -> tuple[int, ...]:
@@ -45,7 +62,7 @@ class Architecture:
     @property
     def divisor(self) -> int:
         """Patch sizes must be multiples of this (one stride-2 downsampling per stage after the first)."""
-        return 2 ** (self.n_stages - 1)
+        return COBRA_DIVISOR if self.kind == "cobra" else 2 ** (self.n_stages - 1)
 
 
 @dataclass(frozen=True)
@@ -59,6 +76,7 @@ class Provenance:
     iterations: int = 0
     minutes: float = 0.0
     notes: str = ""
+    initialised_from: str = ""  # e.g. the coarse model's file and sha256 (seed 001: faster convergence)
 
 
 @dataclass(frozen=True)
@@ -116,6 +134,9 @@ class FineCard:
     provenance: Provenance = Provenance()
     validation: Validation | None = None
     labelset: str = DEFAULT_LABELSET  # inference.labels; classes are its label ids directly
+    #: None: each window clipped and mapped to [0, 1]. (mean, std): each window clipped, then (HU - mean) / std,
+    #: statistics of the training organs' voxels within the window (seed 001's global normalisation).
+    global_intensity: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if len(self.spacing) != 3 or min(self.spacing) <= 0:
@@ -140,6 +161,10 @@ class FineCard:
             raise CardError(f"n_classes must be {len(names)} ({self.labelset} labels), got {n}")
         if self.margin_mm < 0:
             raise CardError(f"margin_mm must be >= 0, got {self.margin_mm!r}")
+        if self.global_intensity is not None and (len(self.global_intensity) != 2 or not self.global_intensity[1] > 0):
+            raise CardError(f"global_intensity must be (mean, std > 0), got {self.global_intensity!r}")
+        if self.global_intensity is not None and len(self.windows) != 1:
+            raise CardError(f"global_intensity standardises one HU window, the card has {len(self.windows)}")
 
     def to_json(self) -> str:
         return card_json(self, FINE_CARD_FORMAT)
@@ -163,7 +188,9 @@ class FineCard:
                     "keep_components", label_map(d.get("labelset", DEFAULT_LABELSET)).keep_components).items()},
                 provenance=Provenance(**d.pop("provenance", {})),
                 validation=None if d.get("validation") is None else Validation.from_dict(d.pop("validation")),
-                **{k: v for k, v in d.items() if k != "validation"},
+                global_intensity=None if d.get("global_intensity") is None
+                else tuple(float(v) for v in d.pop("global_intensity")),
+                **{k: v for k, v in d.items() if k not in ("validation", "global_intensity")},
             )
         except (KeyError, TypeError) as e:
             raise CardError(f"malformed fine card: {e!r}") from e

@@ -5,6 +5,7 @@ downsampling by a stride-2 first convolution; upsampling by a 2×2×2 stride-2 t
 concatenation with the skip, two convolutions; a 1×1×1 head on the full-resolution decoder output.
 Features base·2^s capped at `max_features` (nnU-Net: 32 … 320, 5 resolutions for 3D). No deep supervision.
 Input [N, C, D, H, W] with D, H, W multiples of 2^(n_stages−1); output logits [N, n_classes, D, H, W].
+`build_network` builds the card's architecture: this U-Net, or the coarse model's network ("cobra").
 """
 from __future__ import annotations
 
@@ -48,3 +49,16 @@ class FineUNet(nn.Module):
         for s in reversed(range(len(self.decoder))):
             x = self.decoder[s](torch.cat([self.up[s](x), skips.pop()], dim=1))
         return self.head(x)
+
+
+def build_network(arch: Architecture) -> nn.Module:
+    """The fine network the card's architecture names: FineUNet ("unet"), or the coarse model's own network
+    ("cobra": training.network.CobraUNet with a head of the card's classes, so the coarse model's weights can
+    initialise it; eval mode keeps its BatchNorm statistics)."""
+    if arch.kind == "unet":
+        return FineUNet(arch)
+    from training.network import CobraUNet
+
+    net = CobraUNet(dropout=0.0, frozen_norm=True)
+    net.head = nn.Conv3d(net.head.in_channels, arch.n_classes, 1)
+    return net

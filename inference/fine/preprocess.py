@@ -1,7 +1,8 @@
 """The fine stage's preprocessing — the one definition that inference and training both call (imports torch).
 
 Order: crop of the canonical HU volume → anti-aliased linear resample onto the fine grid → HU windows
-(clip each to [level ± width/2], map to [0, 1]; one channel per window).
+(clip each to [level ± width/2], map to [0, 1]; or, with the card's `global_intensity` (mean, std), clip and
+standardise by those training statistics; one channel per window).
 
 The fine grid covers exactly the crop's extent: n_fine = round(n · spacing / fine_spacing) voxels per axis
 (at least 1), so its true spacing is within half a voxel of the card's over the crop. Resampling uses the
@@ -73,16 +74,27 @@ def apply_windows(hu: torch.Tensor, windows: Sequence[Window]) -> torch.Tensor:
     return torch.stack([((hu - w.low) / w.width).clamp_(0.0, 1.0) for w in windows], dim=-4)
 
 
+def standardise_windows(hu: torch.Tensor, windows: Sequence[Window], mean: float, std: float) -> torch.Tensor:
+    """HU [..., D, H, W] → [..., len(windows), D, H, W]: each window's clip, then (HU - mean) / std (global
+    statistics, seed 001's fine-model normalisation)."""
+    return torch.stack([(hu.clamp(w.low, w.high) - mean) / std for w in windows], dim=-4)
+
+
 def prepare_image(
     crop: np.ndarray,
     spacing: Spacing3,
     fine_spacing: Spacing3,
     windows: Sequence[Window],
     device: torch.device | str,
+    global_intensity: tuple[float, float] | None = None,
 ) -> torch.Tensor:
-    """Network input for a crop of the canonical HU volume: float32 [C, D, H, W] on the fine grid."""
+    """Network input for a crop of the canonical HU volume: float32 [C, D, H, W] on the fine grid; windows
+    mapped to [0, 1], or standardised by `global_intensity` (mean, std) when the card has it."""
     out_shape = fine_grid_shape(crop.shape, spacing, fine_spacing)  # type: ignore[arg-type]
-    return apply_windows(resample_volume(crop, out_shape, device), windows)
+    hu = resample_volume(crop, out_shape, device)
+    if global_intensity is None:
+        return apply_windows(hu, windows)
+    return standardise_windows(hu, windows, *global_intensity)
 
 
 def prepare_labels(labels: np.ndarray, spacing: Spacing3, fine_spacing: Spacing3) -> np.ndarray:

@@ -31,6 +31,24 @@ if TYPE_CHECKING:
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 
 
+def fine_weights_missing(weights: Path = DEFAULT_WEIGHTS_DIR) -> str | None:
+    """None when `weights` (a folder holding fine.json, or the card) has a fine card and the weights file it
+    names; otherwise why not, in words for the model line."""
+    path = Path(weights)
+    card = path / FINE_CARD_NAME if path.is_dir() else path
+    shipped = card.parent.resolve() == DEFAULT_WEIGHTS_DIR
+    where = "shipped (weights/fine.json, fine.pt)" if shipped else f"in {card.parent}"
+    if not card.is_file():
+        return f"no fine weights are {where}"
+    try:
+        import json
+
+        weights_file = card.parent / str(json.loads(card.read_text())["weights_file"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a card that cannot be read: loading it says why
+    return None if weights_file.is_file() else f"no fine weights are {where}: {weights_file.name} is absent"
+
+
 def fine_available(weights: Path = DEFAULT_WEIGHTS_DIR) -> bool:
     """True when torch imports, sees a CUDA device, and `weights` holds a fine card (fine.json)."""
     card = Path(weights) / FINE_CARD_NAME if Path(weights).is_dir() else Path(weights)
@@ -68,11 +86,11 @@ class FineStage:
         """Read `weights`/fine.json (or a card path) and its weights file (state dict), checksum checked."""
         import torch
 
-        from inference.fine.network import FineUNet
+        from inference.fine.network import build_network
 
         device = _check_device(device)
         card, weights_path = load_fine_card(Path(weights))
-        network = FineUNet(card.architecture)
+        network = build_network(card.architecture)
         try:
             state = torch.load(weights_path, map_location="cpu", weights_only=True)
             network.load_state_dict(state)
@@ -87,7 +105,7 @@ class FineStage:
         return cls(card=card, network=network.to(device).eval(), device=device)
 
     def run(self, ct: np.ndarray, spacing: Spacing3, coarse: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-        """uint8 FLARE labels on the full canonical grid of `ct`, and per-stage seconds and memory figures.
+        """uint8 labels (the card's label set) on the full canonical grid of `ct`, and per-stage seconds and memory figures.
 
         ct: canonical full-resolution HU [z, y, x] (any real dtype); spacing: (z, y, x) mm; coarse: labels of
         the coarse model on the same grid. Info keys: seconds {crop,preprocess,network,resize,cleanup,paste,total}_s
@@ -115,7 +133,8 @@ class FineStage:
         box = CropBox.whole(ct.shape) if box is None else box  # type: ignore[arg-type]
         info["crop_s"] = clock.lap()
         with torch.inference_mode():
-            image = prepare_image(ct[box.slices], spacing, self.card.spacing, self.card.windows, self.device)
+            image = prepare_image(ct[box.slices], spacing, self.card.spacing, self.card.windows, self.device,
+                                  self.card.global_intensity)
             info["preprocess_s"] = clock.lap()
             logits, windows = sliding_window_logits(
                 self.network, image, self.card.patch_size, self.card.architecture.n_classes, self.card.step, fp16=cuda

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inference.card import Spacing3
+from inference.card import Spacing3, Window
 from inference.fine.card import FineCard
 from inference.fine.crop import organ_box
 from inference.fine.preprocess import prepare_image, prepare_labels
+from inference.labels import label_map
 from training.data import Case, read_canonical
 
 CANONICAL = "RAS"
@@ -58,11 +59,26 @@ def read_scan_pair(case: str, image_path: Path, label_path: Path) -> Scan:
     return Scan(case, hu, labels, spacing)
 
 
+def global_intensity(scans: list[Scan], window: Window) -> tuple[float, float]:
+    """(mean, std) of the organ voxels' HU over all `scans`, each clipped to `window` (seed 001's global
+    statistics for the fine model's normalisation; the card records them)."""
+    total, total_sq, count = 0.0, 0.0, 0
+    for scan in scans:
+        values = np.clip(scan.ct[scan.labels > 0].astype(np.float64), window.low, window.high)
+        total, total_sq, count = total + values.sum(), total_sq + np.square(values).sum(), count + values.size
+    if count == 0:
+        raise ValueError("no organ voxel in the training scans: no global intensity statistics")
+    mean = total / count
+    return round(float(mean), 3), round(float(np.sqrt(max(total_sq / count - mean**2, 1e-6))), 3)
+
+
 def fine_sample(scan: Scan, card: FineCard) -> FineSample:
     """The scan's organ box (reference labels + card margin) on the fine grid, as the fine stage sees it."""
     box = organ_box(scan.labels, scan.spacing, card.margin_mm)
     if box is None:
         raise ValueError(f"{scan.name}: no organ in the reference labels")
-    image = prepare_image(scan.ct[box.slices], scan.spacing, card.spacing, card.windows, "cpu")
+    if int(scan.labels.max()) > label_map(card.labelset).max_label:
+        raise ValueError(f"{scan.name}: label {int(scan.labels.max())} is not in the card's label set {card.labelset}")
+    image = prepare_image(scan.ct[box.slices], scan.spacing, card.spacing, card.windows, "cpu", card.global_intensity)
     labels = prepare_labels(scan.labels[box.slices], scan.spacing, card.spacing)
     return FineSample(scan.name, image, torch.from_numpy(labels.astype(np.int64)))

@@ -12,7 +12,8 @@ import torch
 
 from inference.card import Shape3
 from inference.fine.card import FineCard
-from inference.fine.network import FineUNet
+from inference.fine.network import build_network
+from inference.labels import label_map
 from evaluation.metrics import dice
 from training.fine.data import FineSample
 from training.losses import DiceCELoss, class_weights_from_counts
@@ -50,7 +51,7 @@ def sample_patch(
     """A patch [C, *patch] and its labels [*patch]; zero padding (air, background) where the grid is smaller."""
     size = sample.labels.shape
     if foreground:
-        organs = [c for c in range(1, 5) if bool((sample.labels == c).any())]
+        organs = [int(c) for c in torch.unique(sample.labels) if c > 0]
         voxels = torch.nonzero(sample.labels == organs[rng.integers(len(organs))])
         centre = voxels[rng.integers(len(voxels))].tolist()
         start = [int(np.clip(c - p // 2 + rng.integers(-p // 4, p // 4 + 1), min(0, s - p), max(0, s - p)))
@@ -73,17 +74,42 @@ def _augment(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     return (image * scale + shift + noise * torch.randn_like(image)).clamp_(0.0, 1.0)
 
 
+def coarse_initialised(card: FineCard, coarse_onnx) -> torch.nn.Module:
+    """A "cobra" fine network initialised from the coarse model's weights (a composed ONNX of the same label
+    set, training.warm_start): every layer copied; the head's rows are the coarse organ classes', the
+    background's the coarse "body" class's (the coarse classes are air, body, then the organs)."""
+    from training.warm_start import network_from_onnx
+
+    if card.architecture.kind != "cobra":
+        raise ValueError(f"initialising from the coarse model needs the cobra architecture, not {card.architecture.kind!r}")
+    coarse = network_from_onnx(coarse_onnx)
+    if coarse.head.out_channels != card.architecture.n_classes + 1:
+        raise ValueError(f"{coarse_onnx}: {coarse.head.out_channels} classes, the fine card's label set "
+                         f"{card.labelset} needs {card.architecture.n_classes + 1} (air, body, organs)")
+    net = build_network(card.architecture)
+    state = {k: v for k, v in coarse.state_dict().items() if not k.startswith("head.")}
+    result = net.load_state_dict(state, strict=False)
+    if set(result.missing_keys) != {"head.weight", "head.bias"} or result.unexpected_keys:
+        raise ValueError(f"{coarse_onnx}: not the cobra network ({result})")
+    with torch.no_grad():
+        net.head.weight.copy_(coarse.head.weight[1:])
+        net.head.bias.copy_(coarse.head.bias[1:])
+    return net
+
+
 def train(
-    samples: Sequence[FineSample], card: FineCard, config: TrainConfig, log: Callable[[str], None] = lambda s: None
+    samples: Sequence[FineSample], card: FineCard, config: TrainConfig, log: Callable[[str], None] = lambda s: None,
+    network: torch.nn.Module | None = None,
 ) -> TrainResult:
-    """Train a fresh FineUNet(card.architecture) on `samples` within the config's budget (CPU)."""
+    """Train `network` (default: a fresh one of card.architecture) on `samples` within the config's budget (CPU)."""
     if not samples:
         raise ValueError("no training samples")
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
-    counts = np.bincount(np.concatenate([s.labels.numpy().ravel() for s in samples]), minlength=5)[:5]
+    n_classes = card.architecture.n_classes
+    counts = np.bincount(np.concatenate([s.labels.numpy().ravel() for s in samples]), minlength=n_classes)[:n_classes]
     loss_fn = DiceCELoss(class_weights_from_counts(counts))
-    net = FineUNet(card.architecture).train()
+    net = (network if network is not None else build_network(card.architecture)).train()
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     budget_s = config.max_minutes * 60
     start = time.perf_counter()
@@ -122,14 +148,16 @@ def predict_sample(net: torch.nn.Module, sample: FineSample, card: FineCard) -> 
     from inference.fine.sliding import sliding_window_logits
 
     with torch.inference_mode():
-        logits, _ = sliding_window_logits(net.eval(), sample.image, card.patch_size, 5, card.step)
+        logits, _ = sliding_window_logits(net.eval(), sample.image, card.patch_size, card.architecture.n_classes,
+                                          card.step)
     return logits.argmax(0)
 
 
-def dice_per_organ(pred: torch.Tensor, target: torch.Tensor) -> list[float]:
-    """Dice of labels 1..4 (both empty → 1.0)."""
+def dice_per_organ(pred: torch.Tensor, target: torch.Tensor, labelset: str) -> list[float]:
+    """Dice of each organ of `labelset` in id order (both empty → 1.0)."""
     pred, target = pred.cpu().numpy(), target.cpu().numpy()
-    return [dice(target == c, pred == c) for c in range(1, 5)]
+    return [dice(target == c, pred == c) for c in label_map(labelset).organs]
 
 
-__all__ = ["TrainConfig", "TrainResult", "dice_per_organ", "predict_sample", "sample_patch", "train"]
+__all__ = ["TrainConfig", "TrainResult", "coarse_initialised", "dice_per_organ", "predict_sample", "sample_patch",
+           "train"]

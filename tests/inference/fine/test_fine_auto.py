@@ -28,25 +28,56 @@ def gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
 
 
-def _weights(tmp_path: Path, validation: Validation | None) -> Path:
-    card, _ = load_fine_card(SHIPPED)
-    dataclasses.replace(card, validation=validation).save(tmp_path / "fine.json")
-    return tmp_path
+@pytest.fixture(scope="module")
+def tiny_state():
+    """Tiny fine weights trained here, two steps on a synthetic crop (no fine weights are shipped)."""
+    torch = pytest.importorskip("torch")
+    from training.fine.data import FineSample
+    from training.fine.train import TrainConfig, train
+
+    labels = torch.zeros((16, 32, 32), dtype=torch.int64)
+    labels[4:12, 8:20, 8:20], labels[6:10, 22:28, 22:28] = 1, 2
+    sample = FineSample("syn", torch.rand(2, 16, 32, 32), labels)
+    return train([sample], _tiny_card(), TrainConfig(max_iterations=2, batch_size=1)).state_dict
 
 
-def test_auto_with_a_losing_record_runs_cpu_and_says_why(gpu, tmp_path):
-    device, note = cli.resolve_device("auto", _weights(tmp_path, _validation(0.0)))
+def _tiny_card() -> FineCard:
+    from inference.fine.card import Architecture
+
+    return FineCard(name="tiny", weights_file="fine.pt", sha256=None, patch_size=(16, 32, 32),
+                    architecture=Architecture(base_features=2, max_features=4, n_stages=3))
+
+
+@pytest.fixture
+def weights(tmp_path, tiny_state):
+    """A weights folder with the tiny fine weights and a card holding `validation` (call it)."""
+    import torch
+
+    from inference.card import sha256_of
+
+    def make(validation: Validation | None) -> Path:
+        torch.save(tiny_state, tmp_path / "fine.pt")
+        card = dataclasses.replace(_tiny_card(), sha256=sha256_of(tmp_path / "fine.pt"), validation=validation)
+        card.save(tmp_path / "fine.json")
+        load_fine_card(tmp_path)  # the files load as the stage loads them
+        return tmp_path
+
+    return make
+
+
+def test_auto_with_a_losing_record_runs_cpu_and_says_why(gpu, weights):
+    device, note = cli.resolve_device("auto", weights(_validation(0.0)))
     assert device == "cpu"
     assert note.startswith("fine stage not used: it loses on kidneys (DSC 0.000 vs 0.900")
     assert "liver" not in note
 
 
-def test_auto_with_a_winning_record_runs_cuda(gpu, tmp_path):
-    assert cli.resolve_device("auto", _weights(tmp_path, _validation(0.9))) == ("cuda", "")
+def test_auto_with_a_winning_record_runs_cuda(gpu, weights):
+    assert cli.resolve_device("auto", weights(_validation(0.9))) == ("cuda", "")
 
 
-def test_auto_without_a_record_runs_cpu(gpu, tmp_path):
-    device, note = cli.resolve_device("auto", _weights(tmp_path, None))
+def test_auto_without_a_record_runs_cpu(gpu, weights):
+    device, note = cli.resolve_device("auto", weights(None))
     assert device == "cpu" and "records no validation" in note
 
 
@@ -57,16 +88,16 @@ def test_a_missing_organ_is_not_a_win():
     assert fine_verdict(card) == "it loses on pancreas (not recorded)"
 
 
-def test_explicit_devices_and_no_gpu_are_untouched(monkeypatch, tmp_path):
-    weights = _weights(tmp_path, _validation(0.9))
+def test_explicit_devices_and_no_gpu_are_untouched(monkeypatch, weights):
+    weights = weights(_validation(0.9))
     assert cli.resolve_device("cpu", weights) == ("cpu", "")
     assert cli.resolve_device("cuda", weights) == ("cuda", "")
     monkeypatch.setattr(cli, "gpu_present", lambda: False)
     assert cli.resolve_device("auto", weights) == ("cpu", "")
 
 
-def test_validation_round_trips_through_the_card_json(tmp_path):
-    weights = _weights(tmp_path, _validation(0.5))
+def test_validation_round_trips_through_the_card_json(weights):
+    weights = weights(_validation(0.5))
     card = FineCard.from_dict(json.loads((weights / "fine.json").read_text()))
     assert card.validation == _validation(0.5)
     assert json.loads((weights / "fine.json").read_text())["validation"]["coarse"]["liver"] == {"dsc": 0.9, "nsd": 0.8}
@@ -79,8 +110,8 @@ def test_the_model_line_carries_the_reason(capsys):
     assert "device cpu (fine stage not used: it loses on kidneys))" in capsys.readouterr().err
 
 
-def test_auto_does_not_pair_the_fine_stage_with_another_label_set(gpu, tmp_path):
-    device, note = cli.resolve_device("auto", _weights(tmp_path, _validation(0.9)), labelset="flare22")
+def test_auto_does_not_pair_the_fine_stage_with_another_label_set(gpu, weights, tmp_path):
+    device, note = cli.resolve_device("auto", weights(_validation(0.9)), labelset="flare22")
     assert device == "cpu" and note == "fine stage not used: it segments flare21 labels, the model's are flare22"
     assert cli.resolve_device("auto", tmp_path, labelset="flare21") == ("cuda", "")
 
@@ -90,3 +121,14 @@ def test_the_shipped_fine_card_does_not_win(gpu):
     device, note = cli.resolve_device("auto", SHIPPED)
     assert device == "cpu" and note.startswith("fine stage not used: it loses on liver (DSC 0.944 vs 0.948")
     assert "kidneys (DSC 0.500 vs 0.957" in note and "spleen" in note and "pancreas" not in note  # 0 vs 0: a tie
+
+
+@pytest.mark.parametrize("requested", ["auto", "cuda"])
+def test_without_fine_weights_auto_and_cuda_run_the_cpu_path_and_say_so(gpu, weights, tmp_path, requested):
+    empty = tmp_path / "none"
+    empty.mkdir()
+    assert cli.resolve_device(requested, empty) == ("cpu", f"fine stage not used: no fine weights are in {empty}")
+    folder = weights(_validation(0.9))
+    (folder / "fine.pt").unlink()  # a card whose weights file is gone
+    device, note = cli.resolve_device(requested, folder)
+    assert device == "cpu" and note.endswith("fine.pt is absent")

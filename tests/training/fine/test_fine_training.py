@@ -89,10 +89,81 @@ def test_training_set_check_scores_the_sliding_window_prediction():
     card = dataclasses.replace(_card(), architecture=dataclasses.replace(TINY, in_channels=5),
                                windows=_card().windows * 2 + _card().windows[:1])
     pred = predict_sample(net, FineSample("syn", image, labels), card)
-    assert dice_per_organ(pred, labels) == [1.0, 1.0, 1.0, 1.0]  # kidneys, spleen absent in both: 1.0
-    assert dice_per_organ(torch.zeros_like(labels), labels)[0] == 0.0
+    assert dice_per_organ(pred, labels, "flare21") == [1.0, 1.0, 1.0, 1.0]  # kidneys, spleen absent in both: 1.0
+    assert dice_per_organ(torch.zeros_like(labels), labels, "flare21")[0] == 0.0
 
 
 def test_cli_reports_missing_data(tmp_path, capsys):
     assert main(["--data", str(tmp_path), "--out", str(tmp_path / "w")]) == 2
     assert "no imagesTr" in capsys.readouterr().err
+
+
+# Seed 001's fine recipe as card options: the coarse network initialised from the coarse model, 40 mm margin,
+# 2.0 x 1.5 x 1.5 mm, one window [-325, 325] standardised by global statistics.
+COARSE_ONNX = Path(__file__).resolve().parents[3] / "weights" / "abdoseg_coarse.onnx"
+
+
+def test_coarse_initialised_network_computes_the_coarse_organ_logits():
+    from inference.fine.card import Architecture
+    from training.fine.train import coarse_initialised
+    from training.warm_start import network_from_onnx
+
+    card = FineCard(name="c", weights_file="fine.pt", sha256=None, architecture=Architecture(kind="cobra"),
+                    patch_size=(16, 32, 32))
+    fine, coarse = coarse_initialised(card, COARSE_ONNX).eval(), network_from_onnx(COARSE_ONNX).eval()
+    x = torch.rand(1, 2, 16, 32, 32)
+    with torch.no_grad():
+        a, b = fine(x), coarse(x)
+    assert a.shape[1] == 5 and b.shape[1] == 6
+    torch.testing.assert_close(a, b[:, 1:])  # background <- body, organs <- organs
+    with pytest.raises(ValueError, match="6 classes, .* flare22 needs 15"):  # a FLARE21 coarse model for a FLARE22 fine card
+        coarse_initialised(dataclasses.replace(card, labelset="flare22", keep_components={},
+                                               architecture=Architecture(kind="cobra", n_classes=14)), COARSE_ONNX)
+
+
+def test_global_intensity_is_the_clipped_organ_statistics():
+    from inference.card import Window
+    from training.fine.data import global_intensity
+
+    scans = [read_scan_pair(*p) for p in find_pairs(DATA)]
+    values = np.concatenate([np.clip(s.ct[s.labels > 0].astype(float), -325, 325) for s in scans])
+    mean, std = global_intensity(scans, Window(level=0.0, width=650.0))
+    assert mean == pytest.approx(values.mean(), abs=1e-3) and std == pytest.approx(values.std(), abs=1e-3)
+
+
+def test_cli_records_the_seed001_options_in_the_card(tmp_path):
+    data = tmp_path / "data"
+    for sub, name in (("imagesTr", "abdpelvis3mm_0000.nii.gz"), ("labelsTr", "abdpelvis3mm.nii.gz")):
+        (data / sub).mkdir(parents=True)
+        (data / sub / name).symlink_to(DATA / sub / name)
+    common = ["--data", str(data), "--patch", "16,32,32", "--max-iters", "1", "--batch-size", "1", "--skip-check",
+              "--margin-mm", "40", "--spacing", "2,1.5,1.5"]
+    assert main([*common, "--out", str(tmp_path / "a"), "--kind", "cobra", "--init-from", str(COARSE_ONNX)]) == 0
+    stage = FineStage.load(tmp_path / "a", "cpu")
+    assert stage.card.architecture.kind == "cobra" and stage.card.margin_mm == 40.0
+    assert stage.card.spacing == (2.0, 1.5, 1.5) and stage.card.global_intensity is None
+    assert stage.card.provenance.initialised_from.startswith("abdoseg_coarse.onnx (sha256 ")
+    assert main([*common, "--out", str(tmp_path / "b"), "--base-features", "2", "--max-features", "4", "--stages", "3",
+                 "--window", "-325", "325", "--global-norm"]) == 0
+    stage = FineStage.load(tmp_path / "b", "cpu")
+    assert [(w.low, w.high) for w in stage.card.windows] == [(-325.0, 325.0)]
+    mean, std = stage.card.global_intensity
+    assert -325 < mean < 325 and std > 0
+    scan = read_scan_pair(*find_pairs(data)[0])
+    image = fine_sample(scan, stage.card).image  # the stage's own preprocessing: standardised, one channel
+    assert image.shape[0] == 1 and float(image.min()) == pytest.approx((-325 - mean) / std, abs=1e-4)
+    ct, coarse = scan.ct[::4, ::4, ::4], scan.labels[::4, ::4, ::4]
+    labels, _ = stage.run(ct, tuple(s * 4 for s in scan.spacing), coarse)
+    assert labels.shape == ct.shape
+
+
+def test_card_refuses_options_that_do_not_fit_together():
+    from inference.card import CardError, Window
+
+    with pytest.raises(CardError, match="cobra architecture takes 2 input channels"):
+        Architecture(kind="cobra", in_channels=1)
+    with pytest.raises(CardError, match="standardises one HU window"):
+        FineCard(name="x", weights_file="fine.pt", sha256=None, patch_size=(16, 32, 32), global_intensity=(0.0, 1.0))
+    card = FineCard(name="x", weights_file="fine.pt", sha256=None, patch_size=(16, 32, 32), global_intensity=(1.0, 2.0),
+                    windows=(Window(0.0, 650.0),), architecture=Architecture(in_channels=1))
+    assert FineCard.from_dict(__import__("json").loads(card.to_json())) == card
