@@ -1,10 +1,10 @@
 """Check one container run's outputs against its inputs: the harness's contract for every case.
 
-    python check_outputs.py INPUTS OUTPUTS [--labels LABELS] [--liver-optional]
+    python check_outputs.py INPUTS OUTPUTS [--labels LABELS] [--liver-optional] [--max-label N]
 
 For each INPUTS/<case>_0000.nii.gz: OUTPUTS holds exactly <case>.nii.gz (nothing else), readable by anyone;
-its grid (size, spacing, origin, direction) is the input's; its pixels are uint8 labels within 0..4 with the
-liver (1) present (unless --liver-optional: an untrained path-check model). With --labels, Dice against LABELS/<case>.nii.gz is printed (information, not a gate).
+its grid (size, spacing, origin, direction) is the input's; its pixels are uint8 labels within 0..4 (0..N with
+--max-label: 13 for a FLARE22 card) with the liver (1) present (unless --liver-optional: an untrained path-check model). With --labels, Dice against LABELS/<case>.nii.gz is printed (information, not a gate).
 Prints one line per case; exits 1 naming every failed check.
 """
 from __future__ import annotations
@@ -42,7 +42,8 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
-def check_case(scan: Path, outputs: Path, labels: Path | None, liver: bool = True) -> tuple[list[str], str]:
+def check_case(scan: Path, outputs: Path, labels: Path | None, liver: bool = True,
+               max_label: int = max(LABELS)) -> tuple[list[str], str]:
     case = scan.name[: -len(SUFFIX)]
     out_path = outputs / f"{case}.nii.gz"
     if not out_path.is_file():
@@ -58,13 +59,13 @@ def check_case(scan: Path, outputs: Path, labels: Path | None, liver: bool = Tru
         problems.append(f"{case}: pixel type {out.GetPixelIDTypeAsString()}, expected 8-bit unsigned integer")
     arr = sitk.GetArrayFromImage(out)
     values = set(np.unique(arr).tolist())
-    if not values <= {0, *LABELS}:
-        problems.append(f"{case}: label values {sorted(values)} outside 0..4")
+    if not values <= set(range(max_label + 1)):
+        problems.append(f"{case}: label values {sorted(values)} outside 0..{max_label}")
     if liver and 1 not in values:
         problems.append(f"{case}: no liver (label 1) in the output")
     summary = f"{case}: {'x'.join(map(str, out.GetSize()))} labels {sorted(values)}"
     ref_path = labels / f"{case}.nii.gz" if labels else None
-    if ref_path is not None and ref_path.is_file() and not problems:
+    if ref_path is not None and ref_path.is_file() and not problems and max_label == max(LABELS):
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(ref_path)))
         if truth.shape == arr.shape:
             summary += " | Dice " + " ".join(f"{name} {dice(arr == k, truth == k):.3f}" for k, name in LABELS.items())
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("outputs", type=Path)
     p.add_argument("--labels", type=Path, default=None)
     p.add_argument("--liver-optional", action="store_true", help="no liver needed (a tiny untrained model)")
+    p.add_argument("--max-label", type=int, default=max(LABELS), help="largest label allowed (FLARE22: 13)")
     args = p.parse_args(argv)
     scans = sorted(args.inputs.glob(f"*{SUFFIX}"))
     if not scans:
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         problems.append(f"unexpected files in outputs: {extra}")
     for scan in scans:
-        case_problems, summary = check_case(scan, args.outputs, args.labels, not args.liver_optional)
+        case_problems, summary = check_case(scan, args.outputs, args.labels, not args.liver_optional, args.max_label)
         problems += case_problems
         if summary:
             print(f"check: {summary}")

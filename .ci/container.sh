@@ -13,6 +13,9 @@
 #   6. a 2D "slices" card (issue 15): a tiny-width nnU-Net 2D trained a few steps and exported in .venv-dev
 #      (skipped, with a line, when there is none), mounted read-only and selected with ABDOSEG_CARD, on one case
 #      (its output checked as in 5, the liver optional: the model is a path check, not trained to find it).
+#   7. the shipped FLARE22 card (issue 12): one case with ABDOSEG_CARD=flare22, the organisers' way; its output
+#      on the input grid with labels in 0..13, the liver present, more than FLARE21's four labels found, and
+#      the model line naming abdoseg_flare22.
 #
 # `--build-only` (make container) stops after step 3 and the size report.
 # Runs as root (CI does). Environment: ABDOSEG_IMAGE (default abdoseg:latest), ABDOSEG_SAMPLES (a folder with
@@ -277,6 +280,32 @@ run_slice_card() {
     [ "$status" -eq 0 ] || die "$case: output check failed with the 2D card"
 }
 
+# Step 7: one case with the shipped FLARE22 card, selected as a user would (ABDOSEG_CARD=flare22).
+run_flare22_case() {
+    local samples scan case t0 status=0 found
+    samples=$(sample_dir)
+    scan=$(ls "$samples"/imagesTr/*_0000.nii.gz | head -1)
+    case=$(basename "$scan" _0000.nii.gz)
+    mkdir -p "$WORK/in22" "$WORK/out22"
+    cp "$scan" "$WORK/in22/"
+    chmod -R a-w "$WORK/in22"
+    t0=$(now)
+    podman run --rm --network=none -v "$WORK/in22:/workspace/inputs:ro" -v "$WORK/out22:/workspace/outputs" \
+        -e ABDOSEG_CARD=flare22 "$IMAGE" /bin/bash -c "sh predict.sh" > "$WORK/$case.22.log" 2>&1 || status=$?
+    log "$case (ABDOSEG_CARD=flare22): container wall time $(elapsed "$t0") s (exit $status)"
+    sed 's/^/[container]   | /' "$WORK/$case.22.log"
+    [ "$status" -eq 0 ] || die "$case: the container exited $status with the FLARE22 card"
+    grep -q "model abdoseg_flare22" "$WORK/$case.22.log" || die "$case: the run does not name the FLARE22 card"
+    podman run --rm --network=none -v "$WORK/in22:/check/inputs:ro" -v "$WORK/out22:/check/outputs:ro" \
+        -v "$REPO/.ci/check_outputs.py:/check/check_outputs.py:ro" \
+        "$IMAGE" python /check/check_outputs.py /check/inputs /check/outputs --max-label 13 \
+        > "$WORK/$case.22.check" 2>&1 || status=$?
+    sed 's/^/[container]   /' "$WORK/$case.22.check"
+    [ "$status" -eq 0 ] || die "$case: output check failed with the FLARE22 card"
+    found=$(sed -n 's/.*labels \[\(.*\)\].*/\1/p' "$WORK/$case.22.check" | tr ',' '\n' | awk '$1 > 4' | wc -l)
+    [ "$found" -gt 0 ] || die "$case: the FLARE22 card found no label above 4 (FLARE21's set)"
+}
+
 T_START=$(now)
 install_tools
 mkdir -p "$CACHE" /run/abdoseg
@@ -288,4 +317,5 @@ build_image
 report_image
 $BUILD_ONLY || run_cases
 $BUILD_ONLY || run_slice_card
+$BUILD_ONLY || run_flare22_case
 log "container step passed in $(elapsed "$T_START") s"
