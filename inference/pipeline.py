@@ -74,7 +74,7 @@ def open_model_session(card: ModelCard, model_path: Path, runtime: RuntimeName, 
     if card.slab_tail is not None and not use_cuda:
         from inference.staged import StagedSession
 
-        return StagedSession.open(card, _composed_model(card, model_path), runtime, threads, cache_dir)
+        return StagedSession.open(card, lambda: _composed_model(card, model_path), runtime, threads, cache_dir)
     model = model_path if card.graph == "composed" else _composed_model(card, model_path).SerializeToString()
     session = open_session(model, runtime, threads, use_cuda, cache_dir)
     if card.geometry.mode == "slices":  # 2D networks: the slice graph over bounded batches of slices

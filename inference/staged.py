@@ -13,8 +13,13 @@ time and re-uses its buffers, slab after slab. Each slab carries `halo` cut-slic
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -69,6 +74,42 @@ def network_parts(composed: "onnx.ModelProto", cut: str, image_shape: tuple[int,
     return trunk.SerializeToString(), tail.SerializeToString(), cut_shape
 
 
+PARTS = ("prep", "trunk", "tail")
+
+
+def graph_parts(card: ModelCard, composed: Callable[[], "onnx.ModelProto"], cache_dir: Path | None
+                ) -> tuple[tuple[Path | bytes, ...], tuple[int, ...]]:
+    """(prep, trunk, tail) graphs and the cut's shape. With a cache folder and a card checksum they are files
+    under cache_dir/parts-<key> (written once, atomically), so a cold run reads them without importing onnx."""
+    folder = None
+    if cache_dir is not None and card.sha256:
+        key = hashlib.sha256(card.to_json().encode()).hexdigest()[:20]
+        folder = Path(cache_dir) / f"parts-{key}"
+        if (folder / "cut_shape.json").is_file():
+            return tuple(folder / f"{n}.onnx" for n in PARTS), tuple(json.loads((folder / "cut_shape.json").read_text()))
+    from inference.preprocess_graph import build_preprocess_graph
+
+    image_shape = (1, len(card.windows), *card.geometry.shape)
+    trunk, tail, cut_shape = network_parts(composed(), card.slab_tail.cut, image_shape)
+    parts = (build_preprocess_graph(card).SerializeToString(), trunk, tail)
+    if folder is not None:
+        _write_parts(folder, parts, cut_shape)
+    return parts, cut_shape
+
+
+def _write_parts(folder: Path, parts: tuple[bytes, ...], cut_shape: tuple[int, ...]) -> None:
+    """The parts into `folder`, appearing at once (a rename); a folder another process wrote first is kept."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".parts-", dir=folder.parent))
+    for name, data in zip(PARTS, parts):
+        (tmp / f"{name}.onnx").write_bytes(data)
+    (tmp / "cut_shape.json").write_text(json.dumps(list(cut_shape)))
+    try:
+        os.rename(tmp, folder)
+    except OSError:  # already there
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 class StagedSession:
     """A Session (runtime.Session) running prep, trunk and the tail in z-slabs; `run` returns the classes."""
 
@@ -80,16 +121,14 @@ class StagedSession:
         self.description = f"{trunk.description}; network in two parts, its tail in z-slabs of {spec.slab}"
 
     @classmethod
-    def open(cls, card: ModelCard, composed: "onnx.ModelProto", runtime: RuntimeName, threads: int,
+    def open(cls, card: ModelCard, composed: Callable[[], "onnx.ModelProto"], runtime: RuntimeName, threads: int,
              cache_dir: Path | None) -> "StagedSession":
-        """The three parts of `composed` (the card's graph) in `runtime`; the network parts compiled now, through
-        `cache_dir` (the preprocessing, compiled per scan shape, stays out of it)."""
-        from inference.preprocess_graph import build_preprocess_graph
-
+        """The three parts of the card's graph (`composed()` makes it) in `runtime`; the network parts compiled
+        now, through `cache_dir`, which also keeps the parts as files (the preprocessing compiles per scan shape)."""
         spec = card.slab_tail
         image_shape = (1, len(card.windows), *card.geometry.shape)
-        trunk, tail, cut_shape = network_parts(composed, spec.cut, image_shape)
-        session = cls(open_session(build_preprocess_graph(card).SerializeToString(), runtime, threads),
+        (prep, trunk, tail), cut_shape = graph_parts(card, composed, cache_dir)
+        session = cls(open_session(prep, runtime, threads),
                       open_session(trunk, runtime, threads, cache_dir=cache_dir),
                       open_session(tail, runtime, threads, cache_dir=cache_dir, release_after_run=False),
                       spec, cut_shape, card.geometry.shape[1:])

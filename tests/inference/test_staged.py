@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -12,7 +14,7 @@ import SimpleITK as sitk
 from inference.card import SlabTail, load_card
 from inference.pipeline import DEFAULT_CARD, Predictor
 from inference.staged import StagedSession, network_parts, slab_agreement, slab_plan
-from tests.conftest import real_image
+from tests.conftest import ROOT, real_image
 
 
 @pytest.mark.parametrize("depth", [1, 5, 13, 14, 15, 24, 48, 49, 100])
@@ -60,3 +62,18 @@ def test_staged_labels_equal_the_composed_graphs_on_a_real_scan(runtime, tmp_pat
     image = sitk.ReadImage(str(real_image("abdpelvis3mm")))
     labels = staged.segment_image(image)
     assert np.array_equal(labels, whole.segment_image(image)) and labels.any()
+
+
+def test_with_a_cache_folder_the_parts_are_files_and_a_cold_run_never_imports_onnx(tmp_path):
+    cache = tmp_path / "cache"
+    code = ("import sys, numpy as np; from inference.pipeline import Predictor; "
+            f"p = Predictor.load(threads=2, cache_dir={str(cache)!r}); "
+            "p.segment(np.full((40, 64, 64), -1000, np.int16), (5.0, 6.0, 6.0)); "
+            "print('onnx' in sys.modules)")
+    run = lambda: subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,  # noqa: E731
+                                 check=True).stdout.strip()
+    assert run() == "True"  # first: the parts are cut out of the model file (onnx) and written
+    parts = list(cache.glob("parts-*/*.onnx"))
+    assert sorted(p.name for p in parts) == ["prep.onnx", "tail.onnx", "trunk.onnx"]
+    assert list(cache.glob("*.blob"))  # OpenVINO's compiled network parts
+    assert run() == "False"  # then: read from the cache, no onnx import on the cold path
