@@ -83,8 +83,7 @@ class OpenVinoSession:
         self._core = ov.Core()
         self._config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads,
                         "PERFORMANCE_HINT": "LATENCY"}
-        if cache_dir is not None:
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        if cache_dir is not None and _writable_folder(Path(cache_dir)):
             self._config["CACHE_DIR"] = str(cache_dir)
         self._model = self._core.read_model(str(model)) if isinstance(model, Path) else self._core.read_model(model, b"")
         self._static = static_shapes
@@ -142,6 +141,15 @@ class OpenVinoSession:
     def release(self) -> None:
         for compiled, _ in self._requests.values():
             compiled.release_memory()
+
+
+def _writable_folder(folder: Path) -> bool:
+    """Whether `folder` exists or can be made (a cache that cannot is skipped, never an error)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return folder.is_dir()
+    return True
 
 
 def open_session(model: Path | bytes, runtime: RuntimeName, threads: int, use_cuda: bool = False,

@@ -93,7 +93,10 @@ def graph_parts(card: ModelCard, composed: Callable[[], "onnx.ModelProto"], cach
     trunk, tail, cut_shape = network_parts(composed(), card.slab_tail.cut, image_shape)
     parts = (build_preprocess_graph(card).SerializeToString(), trunk, tail)
     if folder is not None:
-        _write_parts(folder, parts, cut_shape)
+        try:
+            _write_parts(folder, parts, cut_shape)
+        except OSError:  # a read-only cache: the parts stay in memory
+            pass
     return parts, cut_shape
 
 
