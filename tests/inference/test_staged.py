@@ -77,3 +77,10 @@ def test_with_a_cache_folder_the_parts_are_files_and_a_cold_run_never_imports_on
     assert sorted(p.name for p in parts) == ["prep.onnx", "tail.onnx", "trunk.onnx"]
     assert list(cache.glob("*.blob"))  # OpenVINO's compiled network parts
     assert run() == "False"  # then: read from the cache, no onnx import on the cold path
+
+
+def test_a_cache_folder_that_cannot_be_made_is_skipped(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    predictor = Predictor.load(threads=2, cache_dir=tmp_path / "a_file" / "cache")
+    labels = predictor.segment(np.full((40, 64, 64), -1000, np.int16), (5.0, 6.0, 6.0))
+    assert labels.shape == (40, 64, 64) and not (tmp_path / "a_file" / "cache").exists()
