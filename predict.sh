@@ -11,7 +11,8 @@ OUT=${2:-/workspace/outputs}
 [ $# -gt 0 ] && shift
 [ $# -gt 0 ] && shift
 if [ -x "$HERE/.venv/bin/python" ]; then PY="$HERE/.venv/bin/python"; else PY=python3; fi
-# Compiled network parts are cached (inference/staged.py): the image bakes its own; a checkout keeps them in .cache/.
-ABDOSEG_CACHE_DIR=${ABDOSEG_CACHE_DIR:-$HERE/.cache/openvino}
+# Compiled network parts are cached (inference/staged.py): the image bakes its own; a checkout keeps them in .cache/
+# (ABDOSEG_CACHE_DIR= empty: no cache).
+ABDOSEG_CACHE_DIR=${ABDOSEG_CACHE_DIR-$HERE/.cache/openvino}
 export ABDOSEG_CACHE_DIR
 PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -m inference "--input=$IN" "--output=$OUT" ${ABDOSEG_CARD:+"--card=$ABDOSEG_CARD"} "$@"

@@ -64,7 +64,8 @@ def cold_run(scan: Path, extra: list[str]) -> dict:
         os.symlink(scan, inputs / scan.name)
         cmd = ["sh", str(ROOT / "predict.sh"), str(inputs), str(outputs), "--log", str(log), *extra]
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+        env = {**os.environ, "ABDOSEG_CACHE_DIR": ""}  # no model cache unless --cache-dir is among `extra`
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         err = proc.stderr.read()
@@ -133,7 +134,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--cache-dir", type=Path, default=None, help="OpenVINO compiled-model cache (as in the image)")
+    ap.add_argument("--cache-dir", type=Path, default=None, help="model cache folder, filled by a warm-up first (as the image build does); default: none")
     a = ap.parse_args()
     threads = a.threads or usable_cpus()
     extra = ["--runtime", a.runtime, "--card", a.card, "--threads", str(threads), "--device", "cpu"]
@@ -142,6 +143,9 @@ def main() -> None:
     if a.cache_dir:
         extra += ["--cache-dir", str(a.cache_dir)]
     volumes = ensure_volumes(a.sizes.split(","))
+    if a.cache_dir:  # as the image build does: a warm-up fills the model cache before any timed run
+        subprocess.run([sys.executable, "-m", "inference", "--warmup", *extra], cwd=ROOT, check=True,
+                       capture_output=True)
     first, forward = bare_forward(a.card, a.model, a.runtime, threads, a.repeats)
     fwd = statistics.median(forward)
 
