@@ -135,6 +135,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--cache-dir", type=Path, default=None, help="model cache folder, filled by a warm-up first (as the image build does); default: none")
+    ap.add_argument("--skip-cobra", action="store_true", help="no COBRA pipeline rows (ratios shown as nan)")
     a = ap.parse_args()
     threads = a.threads or usable_cpus()
     extra = ["--runtime", a.runtime, "--card", a.card, "--threads", str(threads), "--device", "cpu"]
@@ -159,7 +160,7 @@ def main() -> None:
     print("-" * len(header))
     for size, scan in volumes.items():
         runs = [cold_run(scan, extra) for _ in range(a.repeats)]
-        cobra = [cobra_cold(scan, threads) for _ in range(a.repeats)]
+        cobra = [cobra_cold(scan, threads) if not a.skip_cobra else None for _ in range(a.repeats)]
         cobra_s = statistics.median(c[0] for c in cobra) if cobra[0] else float("nan")
         walls = [r["wall"] for r in runs]
         wall = statistics.median(walls)
