@@ -6,7 +6,7 @@
 
 Volumes come from ../shared/tools/make_bench_volumes.py (512x512x134 / 336 / 672, made once into .cache/bench).
 Each run is a fresh process, exactly as the organisers time one container per case (minus the container start):
-wall time from exec to exit, peak RSS of that process (wait4 rusage), and the stage seconds it logged.
+wall time from exec to exit, peak RSS of that process (its VmHWM, as it logs it), and the stage seconds it logged.
 Beside each size, COBRA's published pipeline (benchmarks/cobra_pipeline.py, the peer file, a fresh process) in the
 same run, so every figure is also a ratio on one machine. Targets (issue 13, on this machine): cold 512^2x134
 <= 0.25x COBRA's pipeline, cold e2e - steady forward <= 1.0 s; peak RSS <= 1.5 GB at 336 slices, <= 3 GB at 672.
@@ -72,7 +72,9 @@ def cold_run(scan: Path, extra: list[str]) -> dict:
         if os.waitstatus_to_exitcode(status) != 0:
             raise RuntimeError(f"predict.sh failed on {scan.name}:\n{err}")
         record = json.loads(log.read_text().splitlines()[0])
-        return {"wall": wall, "rss_mb": usage.ru_maxrss / 1024, "record": record}
+        # the case's own peak (VmHWM, logged by the CLI): wait4's ru_maxrss would count this benchmark's pages,
+        # which the child had between fork and exec
+        return {"wall": wall, "rss_mb": record["peak_rss_mb"], "record": record}
 
 
 def bare_forward(card_spec: str, model: Path | None, runtime: str, threads: int, repeats: int
@@ -116,11 +118,11 @@ def cobra_cold(scan: Path, threads: int) -> tuple[float, float] | None:
         cmd = [sys.executable, str(ROOT / "benchmarks" / "cobra_pipeline.py"), str(COBRA_PEER), str(scan),
                str(Path(tmp, "out.nii.gz")), "--threads", str(threads)]
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd)
-        _, status, usage = os.wait4(proc.pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"COBRA pipeline failed on {scan.name}")
-        return time.perf_counter() - t0, usage.ru_maxrss / 1024
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"COBRA pipeline failed on {scan.name}:\n{proc.stderr}")
+        return wall, float(proc.stdout.split()[-1])  # its own VmHWM
 
 
 def main() -> None:
@@ -171,7 +173,8 @@ def main() -> None:
         print(f"bench{size:3} {dims:14} {wall:11.2f} {wall - fwd:8.2f} {cobra_s:8.2f} {wall / cobra_s:7.3f} "
               f"{max(r['rss_mb'] for r in runs):12.0f}  load {rec['model_load_s']:.2f} {stages}  "
               f"[walls {', '.join(f'{w:.2f}' for w in walls)}; COBRA "
-              f"{', '.join(f'{c[0]:.2f}' for c in cobra if c)}]")
+              f"{', '.join(f'{c[0]:.2f}' for c in cobra if c)}"
+              f"{f' s, {max(c[1] for c in cobra):.0f} MB' if cobra[0] else ''}]")
 
 
 if __name__ == "__main__":

@@ -13,11 +13,14 @@ The peer file comes from ../shared/peers/cobra and is never shipped (no licence)
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import SimpleITK as sitk
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 SHAPE = (96, 192, 192)  # z, y, x
 WINDOWS = ((50, 400), (60, 100))
 
@@ -61,6 +64,9 @@ def main() -> None:
     low.SetSpacing(spacing)
     out = sitk.Resample(low, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkInt8)
     sitk.WriteImage(out, a.output)
+    from inference.resources import peak_rss_mb  # noqa: E402 - the same VmHWM reading as our pipeline's log
+
+    print(f"peak_rss_mb {peak_rss_mb():.1f}")
 
 
 if __name__ == "__main__":
