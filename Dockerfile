@@ -79,4 +79,5 @@ COPY . /workspace/
 # and the compiled network parts land in the model cache (only the small preprocessing compiles per scan shape).
 RUN python -m compileall -q /workspace/inference \
  && python -m inference --warmup \
+ && python -m inference --warmup --card flare21-fp32 \
  && python -m inference --warmup --card flare22

@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from inference.pipeline import DEFAULT_CARD, WEIGHTS_DIR, Predictor, StageClock  # noqa: E402
+from inference.pipeline import FP32_CARD, WEIGHTS_DIR, Predictor, StageClock  # noqa: E402
 from inference.resources import gpu_memory_mb  # noqa: E402
 
 BENCH_DIR = ROOT / "build" / "bench"
@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--labels", type=Path, default=None, help="reference labels (default: the bench labelsTs file)")
     p.add_argument("--tool", type=Path, default=next((t for t in TOOLS if t.is_file()), TOOLS[-1]),
                    help="make_bench_volumes.py, run when --scan is missing")
-    p.add_argument("--card", default=str(DEFAULT_CARD), help="coarse model card (as python -m inference --card)")
+    p.add_argument("--card", default=str(FP32_CARD), help="coarse model card (default: the fp32 one; as python -m inference --card)")
     p.add_argument("--model", type=Path, default=None, help="coarse ONNX file (as python -m inference --model)")
     p.add_argument("--fine-weights", type=Path, default=WEIGHTS_DIR, help="folder with fine.json + fine.pt")
     p.add_argument("--runtime", choices=("onnxruntime", "openvino"), default=None,

@@ -283,8 +283,8 @@ def card_fields(cls: type, d: dict[str, Any], fmt: str, kind: str) -> dict[str, 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 SHIPPED_CARD = WEIGHTS_DIR / "abdoseg_coarse.json"
 #: Card names that stand for a shipped card file (`--card flare22`).
-NAMED_CARDS = {"flare21": SHIPPED_CARD, "flare22": WEIGHTS_DIR / "abdoseg_flare22.json",
-               "flare21-int8": WEIGHTS_DIR / "abdoseg_coarse_int8.json"}
+NAMED_CARDS = {"flare21": WEIGHTS_DIR / "abdoseg_coarse_int8.json", "flare21-fp32": SHIPPED_CARD,
+               "flare22": WEIGHTS_DIR / "abdoseg_flare22.json"}
 #: The COBRA peer resizes the located region, never less than this z extent (mm): the framing of the
 #: abdomen scans it was trained on, measured in benchmarks/bench_long_scans.py.
 COBRA_WINDOW_MM = 350.0

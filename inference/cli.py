@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=None,
                    help="ONNX file (default: the one the card names, beside the card)")
     p.add_argument("--card", default=str(DEFAULT_CARD),
-                   help="model card JSON, a shipped card's name ('flare21', 'flare22': weights/abdoseg_flare22.json), or a "
+                   help="model card JSON, a shipped card's name ('flare21': the INT8 network, the default; "
+                   "'flare21-fp32': the same in fp32; 'flare22': weights/abdoseg_flare22.json), or a "
                    "preset: 'cobra' = the COBRA published format (needs --model) "
                    f"(default: {DEFAULT_CARD.relative_to(DEFAULT_CARD.parent.parent)})")
     p.add_argument("--runtime", choices=("openvino", "onnxruntime"), default=DEFAULT_RUNTIME,

@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from inference.card import SlabTail, load_card
-from inference.pipeline import DEFAULT_CARD, Predictor
+from inference.pipeline import FP32_CARD, Predictor
 from inference.staged import StagedSession, network_parts, slab_agreement, slab_plan
 from tests.conftest import ROOT, real_image
 
@@ -32,7 +32,7 @@ def test_slab_plan_keeps_every_slice_once_with_its_halo(depth, slab, halo):
 
 @pytest.fixture(scope="module")
 def shipped():
-    card, path = load_card(DEFAULT_CARD)
+    card, path = load_card(FP32_CARD)
     return card, onnx.load(str(path))
 
 
@@ -52,11 +52,11 @@ def test_an_unknown_cut_is_refused(shipped):
 
 @pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
 def test_staged_labels_equal_the_composed_graphs_on_a_real_scan(runtime, tmp_path):
-    whole_card = json.loads(DEFAULT_CARD.read_text())
+    whole_card = json.loads(FP32_CARD.read_text())
     whole_card.pop("slab_tail")
-    whole_card["model_file"] = str(DEFAULT_CARD.parent / whole_card["model_file"])
+    whole_card["model_file"] = str(FP32_CARD.parent / whole_card["model_file"])
     (tmp_path / "whole.json").write_text(json.dumps(whole_card))
-    staged = Predictor.load(DEFAULT_CARD, runtime=runtime, threads=2)
+    staged = Predictor.load(FP32_CARD, runtime=runtime, threads=2)
     whole = Predictor.load(tmp_path / "whole.json", runtime=runtime, threads=2)
     assert isinstance(staged.session, StagedSession) and not isinstance(whole.session, StagedSession)
     image = sitk.ReadImage(str(real_image("abdpelvis3mm")))

@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 
 from inference.card import load_card, verify_checksum
-from inference.pipeline import DEFAULT_CARD, Predictor
+from inference.pipeline import FP32_CARD, Predictor
 from tests.conftest import CASES, real_image, real_label
 from training.data import Resampler, find_cases, read_canonical
 from training.export import PARITY_MIN, ExportError, export_run, load_run, torch_classes
@@ -88,27 +88,27 @@ def _dice(a, b):
     return 2 * (a & b).sum() / s
 
 
-@pytest.mark.skipif(not DEFAULT_CARD.is_file(), reason="shipped weights not built yet (python -m training export)")
+@pytest.mark.skipif(not FP32_CARD.is_file(), reason="shipped weights not built yet (python -m training export)")
 @pytest.mark.parametrize("case", CASES)
 def test_shipped_weights_reach_090_on_their_training_scans(case):
     """Golden end-to-end check of weights/: liver, kidneys, spleen DSC >= 0.90 (these ARE its training scans)."""
-    predictor = Predictor.load(DEFAULT_CARD, runtime="onnxruntime", threads=2)
+    predictor = Predictor.load(FP32_CARD, runtime="onnxruntime", threads=2)
     pred = predictor.segment_image(sitk.ReadImage(str(real_image(case))))
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(real_label(case))))
     for label in (1, 2, 3):
         if (truth == label).any():
             assert _dice(pred == label, truth == label) >= 0.90, (case, label)
-    card, _ = load_card(DEFAULT_CARD)
-    assert json.loads(DEFAULT_CARD.read_text())["provenance"]["parameters"] == 436_982 and card.graph == "composed"
+    card, _ = load_card(FP32_CARD)
+    assert json.loads(FP32_CARD.read_text())["provenance"]["parameters"] == 436_982 and card.graph == "composed"
 
 
-@pytest.mark.skipif(not DEFAULT_CARD.is_file(), reason="shipped weights not built yet (python -m training export)")
+@pytest.mark.skipif(not FP32_CARD.is_file(), reason="shipped weights not built yet (python -m training export)")
 @pytest.mark.parametrize("variant", ["reoriented", "upper60"])
 def test_shipped_weights_hold_when_restored_or_cropped(variant):
     """Issue 3: within 0.02 DSC of the as-stored scan when re-stored in another orientation or cut to the upper 60 %."""
     from training.reframe import reframe
 
-    predictor = Predictor.load(DEFAULT_CARD, runtime="onnxruntime", threads=2)
+    predictor = Predictor.load(FP32_CARD, runtime="onnxruntime", threads=2)
     image, truth = sitk.ReadImage(str(real_image("abdpelvis3mm"))), sitk.ReadImage(str(real_label("abdpelvis3mm")))
     other, other_truth = reframe(image, variant, is_label=False), reframe(truth, variant, is_label=True)
     base = predictor.segment_image(image)

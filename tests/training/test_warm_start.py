@@ -4,14 +4,14 @@ import pytest
 import torch
 
 from inference.card import load_card
-from inference.pipeline import DEFAULT_CARD
+from inference.pipeline import FP32_CARD
 from tests.conftest import DATA
 from training.data import Resampler, find_cases, read_canonical
 from training.export import torch_classes
 from training.warm_start import network_from_onnx
 
 
-@pytest.mark.parametrize("card_spec", [DEFAULT_CARD, "flare22"])  # FLARE21 (6 classes) and FLARE22 (15): every layer
+@pytest.mark.parametrize("card_spec", [FP32_CARD, "flare22"])  # FLARE21 (6 classes) and FLARE22 (15): every layer
 def test_rebuilt_network_agrees_with_the_shipped_file_on_a_real_scan(card_spec):
     import onnxruntime as ort
 
