@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 #: The product's card: the shipped network quantized to INT8 behind its gate (training.quantize; README "Cold path").
 DEFAULT_CARD = WEIGHTS_DIR / "abdoseg_coarse_int8.json"
-#: The same network in fp32: what training exports, the INT8 gate's reference, the GPU path's coarse stage.
+#: The same network in fp32: what training exports, the INT8 gate's reference (and bench_gpu's coarse card).
 FP32_CARD = WEIGHTS_DIR / "abdoseg_coarse.json"
 
 
