@@ -35,7 +35,7 @@ def slice_card(cfg: SliceTrainConfig, intensity: Intensity, name: str, **fields)
     """The run's "slices" card (sha256 and provenance as given)."""
     windows, zscore = intensity.card_fields()
     return ModelCard(name=name, model_file=f"{name}.onnx", sha256=fields.pop("sha256", None), graph="composed",
-                     geometry=Geometry("slices", (cfg.slices_per_run, *cfg.slice_size)), windows=windows,
+                     geometry=Geometry("slices", (cfg.inference_batch, *cfg.slice_size)), windows=windows,
                      zscore=zscore, class_to_label=CLASS_TO_LABEL, keep_components=COMPONENT_RULES.get(cfg.arch),
                      network_input="slices",
                      network_output="logits", **fields)

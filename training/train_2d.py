@@ -44,14 +44,20 @@ class SliceTrainConfig:
     max_minutes: float | None = None
     seed: int = 0
     threads: int | None = None
-    slices_per_run: int = 4  # inference: slices per network run in the exported card (bounds its memory)
+    slices_per_run: int | None = None  # inference: slices per network run in the card (None: inference_batch)
     kind: str = "slices"
 
     def __post_init__(self) -> None:
         if self.arch not in RECIPES:
             raise ValueError(f"--arch {self.arch!r} has no 2D recipe; known: {', '.join(RECIPES)}")
-        if self.width <= 0 or self.steps < 1 or self.steps_per_epoch < 1 or self.slices_per_run < 1:
+        if self.width <= 0 or self.steps < 1 or self.steps_per_epoch < 1 or (self.slices_per_run or 1) < 1:
             raise ValueError("width must be > 0; steps, steps per epoch and slices per run >= 1")
+
+    @property
+    def inference_batch(self) -> int:
+        """Slices per network run at inference: `slices_per_run`, else as many as hold 256x256x4 pixels (one
+        512x512 slice: the VGG-13 U-Net at the paper's width peaks at 3.75 GB RSS with 4 such slices per run)."""
+        return self.slices_per_run or max(1, (4 * 256 * 256) // (self.slice_size[0] * self.slice_size[1]))
 
     @property
     def recipe(self) -> Recipe2D:
