@@ -186,7 +186,7 @@ def cost(runtime: str, threads: int, repeats: int) -> None:
 
     scan = whole_body_volume()
     extra = ["--runtime", runtime, "--threads", str(threads), "--device", "cpu"]
-    forward = statistics.median(bare_forward(str(DEFAULT_CARD), None, runtime, threads, repeats))
+    forward = statistics.median(bare_forward(str(DEFAULT_CARD), None, runtime, threads, repeats)[1])  # steady runs
     runs = [cold_run(scan, extra) for _ in range(repeats)]
     locate = [r["record"]["seconds"]["locate"] for r in runs]
     med = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]["record"]
