@@ -55,7 +55,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     two_d.add_argument("--steps", type=int, default=1000, help="2D: optimiser steps (the poly schedule's length)")
     two_d.add_argument("--steps-per-epoch", type=int, default=50, help="2D: steps between validations")
     two_d.add_argument("--slices-per-run", type=int, default=None,
-                       help="2D: slices per network run at inference (default: 4 of 256x256, 1 of 512x512)")
+                       help="2D: slices per network run at inference (default 4)")
 
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:

@@ -81,9 +81,9 @@ def test_unknown_2d_arch_is_a_usage_error(tmp_path, capsys):
     assert e.value.code == 2 and "no 2D recipe" in capsys.readouterr().err
 
 
-def test_default_inference_batch_bounds_the_pixels_per_network_run():
+def test_default_inference_batch_is_four_slices():
     from training.train_2d import SliceTrainConfig
 
     batch = lambda hw, n=None: SliceTrainConfig(data="-", arch="vgg13_unet_ds", slice_size=hw,  # noqa: E731
                                                 slices_per_run=n).inference_batch
-    assert (batch((512, 512)), batch((256, 256)), batch((128, 128)), batch((512, 512), 3)) == (1, 4, 16, 3)
+    assert (batch((512, 512)), batch((128, 128)), batch((512, 512), 3)) == (4, 4, 3)
