@@ -4,7 +4,7 @@
     .venv-dev/bin/python benchmarks/bench_architectures.py [--sizes S] [--threads N] [--slices-per-run 4]
                                                            [--systems cobra,vgg13_unet_ds,nnunet2d,hrnet48_ocr]
 
-COBRA net: the shipped card (weights/abdoseg_coarse.json, trained weights). The 2D systems: the papers' widths
+COBRA net: the shipped fp32 card (weights/abdoseg_coarse.json, trained weights). The 2D systems: the papers' widths
 with RANDOM weights (torch's default initialisation, seed 0 — cost does not depend on the values), exported by
 training.networks.onnx_export and composed into a "slices" card at 512x512 (nnunet2d: nnU-Net's CT z-score with
 placeholder statistics), written to a temporary folder (never into the repository). Each case is one fresh
@@ -83,7 +83,7 @@ def cost(arch: str) -> tuple[int, float, int]:
 
 
 def main() -> None:
-    from inference.pipeline import DEFAULT_CARD
+    from inference.pipeline import FP32_CARD
     from inference.resources import usable_cpus
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,7 +106,7 @@ def main() -> None:
     print(head + "\n" + "-" * len(head))
     with tempfile.TemporaryDirectory() as tmp:
         for arch in a.systems.split(","):
-            card = str(DEFAULT_CARD) if arch == "cobra" else str(random_slice_card(arch, Path(tmp), a.slices_per_run))
+            card = str(FP32_CARD) if arch == "cobra" else str(random_slice_card(arch, Path(tmp), a.slices_per_run))
             params, gmacs, per_slice = cost(arch)
             for size, scan in volumes.items():
                 run = cold_run(scan, ["--runtime", "openvino", "--card", card, "--threads", str(threads), "--device", "cpu"])
