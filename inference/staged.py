@@ -83,7 +83,8 @@ def graph_parts(card: ModelCard, composed: Callable[[], "onnx.ModelProto"], cach
     under cache_dir/parts-<key> (written once, atomically), so a cold run reads them without importing onnx."""
     folder = None
     if cache_dir is not None and card.sha256:
-        key = hashlib.sha256(card.to_json().encode()).hexdigest()[:20]
+        depends = {f: repr(getattr(card, f)) for f in ("sha256", "geometry", "windows", "zscore", "slab_tail")}
+        key = hashlib.sha256(json.dumps(depends, sort_keys=True).encode()).hexdigest()[:20]  # what the parts depend on
         folder = Path(cache_dir) / f"parts-{key}"
         if (folder / "cut_shape.json").is_file():
             return tuple(folder / f"{n}.onnx" for n in PARTS), tuple(json.loads((folder / "cut_shape.json").read_text()))
