@@ -246,7 +246,7 @@ run_cases() {
 
 # Step 6: one case through a 2D card made here (tiny width, a few steps: seconds; no 2D weights in git).
 run_slice_card() {
-    local py=$REPO/.venv-dev/bin/python samples scan case t0 status=0
+    local py=$REPO/.venv-dev/bin/python samples t0
     if [ ! -x "$py" ]; then
         log "2D card check skipped: no $REPO/.venv-dev (make venv-dev) to train one"
         return
@@ -258,50 +258,41 @@ run_slice_card() {
         && "$py" -m training export "$WORK/run2d" --out "$WORK/card2d" --name nnunet2d_tiny) > "$WORK/card2d.log" 2>&1 \
         || { tail -20 "$WORK/card2d.log" >&2; die "training/exporting the tiny 2D card failed"; }
     chmod -R a+rX "$WORK/card2d"
-    scan=$(ls "$samples"/imagesTr/*_0000.nii.gz | tail -1)
-    case=$(basename "$scan" _0000.nii.gz)
-    mkdir -p "$WORK/in2d" "$WORK/out2d"
-    cp "$scan" "$WORK/in2d/"
-    chmod -R a-w "$WORK/in2d"
-    log "2D card nnunet2d_tiny made in $(elapsed "$t0") s; running $case with ABDOSEG_CARD"
-    t0=$(now)
-    podman run --rm --network=none -v "$WORK/in2d:/workspace/inputs:ro" -v "$WORK/out2d:/workspace/outputs" \
-        -v "$WORK/card2d:/cards:ro" -e ABDOSEG_CARD=/cards/nnunet2d_tiny.json "$IMAGE" /bin/bash -c "sh predict.sh" \
-        > "$WORK/$case.2d.log" 2>&1 || status=$?
-    log "$case (2D card): container wall time $(elapsed "$t0") s (exit $status)"
-    sed 's/^/[container]   | /' "$WORK/$case.2d.log"
-    [ "$status" -eq 0 ] || die "$case: the container exited $status with the 2D card"
-    grep -q "nnunet2d_tiny" "$WORK/$case.2d.log" || die "$case: the run does not name the 2D card"
-    podman run --rm --network=none -v "$WORK/in2d:/check/inputs:ro" -v "$WORK/out2d:/check/outputs:ro" \
-        -v "$REPO/.ci/check_outputs.py:/check/check_outputs.py:ro" \
-        "$IMAGE" python /check/check_outputs.py /check/inputs /check/outputs --liver-optional \
-        > "$WORK/$case.2d.check" 2>&1 || status=$?
-    sed 's/^/[container]   /' "$WORK/$case.2d.check"
-    [ "$status" -eq 0 ] || die "$case: output check failed with the 2D card"
+    log "2D card nnunet2d_tiny made in $(elapsed "$t0") s"
+    run_case_with_card 2d "$(ls "$samples"/imagesTr/*_0000.nii.gz | tail -1)" /cards/nnunet2d_tiny.json nnunet2d_tiny \
+        "-v $WORK/card2d:/cards:ro" --liver-optional
 }
 
 # Step 7: one case with the shipped FLARE22 card, selected as a user would (ABDOSEG_CARD=flare22).
 run_flare22_case() {
-    local samples scan case t0 status=0
-    samples=$(sample_dir)
-    scan=$(ls "$samples"/imagesTr/*_0000.nii.gz | head -1)
+    run_case_with_card 22 "$(ls "$(sample_dir)"/imagesTr/*_0000.nii.gz | head -1)" flare22 abdoseg_flare22 "" \
+        --max-label 13
+}
+
+# One case alone in a fresh container the organisers' way with ABDOSEG_CARD=$3, whose model line must name $4;
+# $5: extra podman options (e.g. a mounted card folder); the rest: check_outputs.py options for its output.
+run_case_with_card() {
+    local tag=$1 scan=$2 card=$3 name=$4 mounts=$5 case t0 status=0
+    shift 5
     case=$(basename "$scan" _0000.nii.gz)
-    mkdir -p "$WORK/in22" "$WORK/out22"
-    cp "$scan" "$WORK/in22/"
-    chmod -R a-w "$WORK/in22"
+    mkdir -p "$WORK/in.$tag" "$WORK/out.$tag"
+    cp "$scan" "$WORK/in.$tag/"
+    chmod -R a-w "$WORK/in.$tag"
     t0=$(now)
-    podman run --rm --network=none -v "$WORK/in22:/workspace/inputs:ro" -v "$WORK/out22:/workspace/outputs" \
-        -e ABDOSEG_CARD=flare22 "$IMAGE" /bin/bash -c "sh predict.sh" > "$WORK/$case.22.log" 2>&1 || status=$?
-    log "$case (ABDOSEG_CARD=flare22): container wall time $(elapsed "$t0") s (exit $status)"
-    sed 's/^/[container]   | /' "$WORK/$case.22.log"
-    [ "$status" -eq 0 ] || die "$case: the container exited $status with the FLARE22 card"
-    grep -q "model abdoseg_flare22" "$WORK/$case.22.log" || die "$case: the run does not name the FLARE22 card"
-    podman run --rm --network=none -v "$WORK/in22:/check/inputs:ro" -v "$WORK/out22:/check/outputs:ro" \
+    # shellcheck disable=SC2086  # $mounts: zero or more podman options
+    podman run --rm --network=none -v "$WORK/in.$tag:/workspace/inputs:ro" -v "$WORK/out.$tag:/workspace/outputs" \
+        $mounts -e ABDOSEG_CARD="$card" "$IMAGE" /bin/bash -c "sh predict.sh" > "$WORK/$case.$tag.log" 2>&1 \
+        || status=$?
+    log "$case (ABDOSEG_CARD=$card): container wall time $(elapsed "$t0") s (exit $status)"
+    sed 's/^/[container]   | /' "$WORK/$case.$tag.log"
+    [ "$status" -eq 0 ] || die "$case: the container exited $status with ABDOSEG_CARD=$card"
+    grep -q "model $name" "$WORK/$case.$tag.log" || die "$case: the run does not name the card $name"
+    podman run --rm --network=none -v "$WORK/in.$tag:/check/inputs:ro" -v "$WORK/out.$tag:/check/outputs:ro" \
         -v "$REPO/.ci/check_outputs.py:/check/check_outputs.py:ro" \
-        "$IMAGE" python /check/check_outputs.py /check/inputs /check/outputs --max-label 13 \
-        > "$WORK/$case.22.check" 2>&1 || status=$?
-    sed 's/^/[container]   /' "$WORK/$case.22.check"
-    [ "$status" -eq 0 ] || die "$case: output check failed with the FLARE22 card"
+        "$IMAGE" python /check/check_outputs.py /check/inputs /check/outputs "$@" > "$WORK/$case.$tag.check" 2>&1 \
+        || status=$?
+    sed 's/^/[container]   /' "$WORK/$case.$tag.check"
+    [ "$status" -eq 0 ] || die "$case: output check failed with ABDOSEG_CARD=$card"
 }
 
 T_START=$(now)
