@@ -98,7 +98,7 @@ def bare_forward(card_spec: str, model: Path | None, runtime: str, threads: int,
     graph = net.SerializeToString()
     session = (OpenVinoSession(graph, threads, release_after_run=False) if runtime == "openvino"
                else OnnxRuntimeSession(graph, threads))
-    x = np.random.default_rng(0).random((1, len(card.windows), *card.geometry.shape), dtype=np.float32)
+    x = np.random.default_rng(0).random(card.image_shape, dtype=np.float32)
     t = time.perf_counter()
     session.run({feed: x})
     first = time.perf_counter() - t

@@ -200,6 +200,11 @@ class ModelCard:
         return len(self.class_to_label)
 
     @property
+    def image_shape(self) -> tuple[int, ...]:
+        """The 3D network's input [1, C, *canvas]: the composed graph's "image" (C: one channel per window)."""
+        return (1, len(self.windows), *self.geometry.shape)
+
+    @property
     def label_map(self) -> LabelMap:
         """The card's label set: organ names and the default component rules."""
         return label_map(self.labelset)
@@ -329,6 +334,11 @@ def _read_card(path: Path) -> ModelCard:
     return replace(card, locator=replace(card.locator, model_file=str(path.parent / card.locator.model_file)))
 
 
+def card_path(spec: str | Path) -> Path:
+    """The card file a spec names: a shipped card's name (NAMED_CARDS) or a path."""
+    return NAMED_CARDS.get(str(spec), Path(spec))
+
+
 def load_card(spec: str | Path, model_path: Path | None = None) -> tuple[ModelCard, Path]:
     """Load a card from a JSON path or a preset name; return it with the resolved model path.
 
@@ -341,7 +351,7 @@ def load_card(spec: str | Path, model_path: Path | None = None) -> tuple[ModelCa
             raise CardError(f"card preset {str(spec)!r} needs an explicit --model file")
         locator = _read_card(SHIPPED_CARD).locator if SHIPPED_CARD.is_file() else None
         return PRESETS[str(spec)](Path(model_path).name, locator), Path(model_path)
-    path = NAMED_CARDS.get(str(spec), Path(spec))
+    path = card_path(spec)
     card = _read_card(path)
     return card, Path(model_path) if model_path is not None else path.parent / card.model_file
 

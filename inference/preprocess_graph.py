@@ -160,7 +160,7 @@ def build_preprocess_graph(card: ModelCard, opset: int = DEFAULT_OPSET) -> "onnx
 
     g = _GraphBuilder()
     _windows(g, _resample(g, "ct", "spacing", card.geometry), card.windows, out="image")
-    out = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, len(card.windows), *card.geometry.shape])
+    out = helper.make_tensor_value_info("image", TensorProto.FLOAT, list(card.image_shape))
     return _model(g, _inputs(card.geometry), [out], "abdoseg_preprocess", opset)
 
 

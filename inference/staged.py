@@ -90,8 +90,7 @@ def graph_parts(card: ModelCard, composed: Callable[[], "onnx.ModelProto"], cach
             return tuple(folder / f"{n}.onnx" for n in PARTS), tuple(json.loads((folder / "cut_shape.json").read_text()))
     from inference.preprocess_graph import build_preprocess_graph
 
-    image_shape = (1, len(card.windows), *card.geometry.shape)
-    trunk, tail, cut_shape = network_parts(composed(), card.slab_tail.cut, image_shape)
+    trunk, tail, cut_shape = network_parts(composed(), card.slab_tail.cut, card.image_shape)
     parts = (build_preprocess_graph(card).SerializeToString(), trunk, tail)
     if folder is not None:
         try:
@@ -118,9 +117,9 @@ class StagedSession:
     """A Session (runtime.Session) running prep, trunk and the tail in z-slabs; `run` returns the classes."""
 
     def __init__(self, prep: Session, trunk: Session, tail: Session, spec: SlabTail,
-                 cut_shape: tuple[int, ...], canvas_yx: tuple[int, int]) -> None:
+                 canvas_yx: tuple[int, int]) -> None:
         self.prep, self.trunk, self.tail, self.spec = prep, trunk, tail, spec
-        self.cut_shape, self.canvas_yx = tuple(cut_shape), tuple(canvas_yx)
+        self.canvas_yx = tuple(canvas_yx)
         self.input_names = prep.input_names
         self.description = f"{trunk.description}; network in two parts, its tail in z-slabs of {spec.slab}"
 
@@ -130,13 +129,12 @@ class StagedSession:
         """The three parts of the card's graph (`composed()` makes it) in `runtime`; the network parts compiled
         now, through `cache_dir`, which also keeps the parts as files (the preprocessing compiles per scan shape)."""
         spec = card.slab_tail
-        image_shape = (1, len(card.windows), *card.geometry.shape)
         (prep, trunk, tail), cut_shape = graph_parts(card, composed, cache_dir)
         session = cls(open_session(prep, runtime, threads),
                       open_session(trunk, runtime, threads, cache_dir=cache_dir),
                       open_session(tail, runtime, threads, cache_dir=cache_dir, release_after_run=False),
-                      spec, cut_shape, card.geometry.shape[1:])
-        session.trunk.prepare_inputs({session.trunk.input_names[0]: image_shape})
+                      spec, card.geometry.shape[1:])
+        session.trunk.prepare_inputs({session.trunk.input_names[0]: card.image_shape})
         start, stop, _, _ = slab_plan(cut_shape[2], spec)[0]
         session.tail.prepare_inputs({session.tail.input_names[0]: (*cut_shape[:2], stop - start, *cut_shape[3:])})
         return session
@@ -162,12 +160,11 @@ def slab_agreement(composed: "onnx.ModelProto", card: ModelCard, seed: int = 0) 
     exactly as the whole network does, on a random image: 1.0 when the card's cut and halo are right."""
     import onnx
 
-    image_shape = (1, len(card.windows), *card.geometry.shape)
-    trunk, tail, cut_shape = network_parts(composed, card.slab_tail.cut, image_shape)
+    trunk, tail, _ = network_parts(composed, card.slab_tail.cut, card.image_shape)
     whole = onnx.utils.Extractor(composed).extract_model(["image"], ["classes"]).SerializeToString()
     whole, trunk, tail = (open_session(m, "onnxruntime", 1) for m in (whole, trunk, tail))
-    staged = StagedSession(_Identity("image"), trunk, tail, card.slab_tail, cut_shape, card.geometry.shape[1:])
-    image = np.random.default_rng(seed).random(image_shape, dtype=np.float32)
+    staged = StagedSession(_Identity("image"), trunk, tail, card.slab_tail, card.geometry.shape[1:])
+    image = np.random.default_rng(seed).random(card.image_shape, dtype=np.float32)
     return float(np.mean(whole.run({"image": image}) == staged.run({"image": image})))
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.card import ModelCard, load_card, sha256_of
+from inference.card import ModelCard, card_path, load_card, sha256_of
 from training.data import SHORT_CROPS, find_cases, read_canonical
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def quantize_card(card_spec: str | Path, data_dir: Path, out_dir: Path, name: st
                                               f"--out {out_dir} --name {name}",
                                    "gate": {"min_agreement": MIN_AGREEMENT, "max_dsc_change": MAX_DSC_CHANGE,
                                             "measured": figures}}}
-    fields = {"name": name, "model_file": onnx_path.name, "sha256": sha256_of(onnx_path), "precision": "int8",
+    fields = {"name": name, "model_file": onnx_path.name, "sha256": draft.sha256, "precision": "int8",
               "provenance": provenance}
     card_path = out_dir / f"{name}.json"
     card_path.write_text(json.dumps({**_card_json(card_spec), **fields}, indent=2) + "\n")  # the locator as written
@@ -135,9 +135,7 @@ def quantize_card(card_spec: str | Path, data_dir: Path, out_dir: Path, name: st
 
 def _card_json(card_spec: str | Path) -> dict:
     """The fp32 card's JSON as written (its locator path relative to its folder)."""
-    from inference.card import NAMED_CARDS
-
-    return json.loads(Path(NAMED_CARDS.get(str(card_spec), card_spec)).read_text())
+    return json.loads(card_path(card_spec).read_text())
 
 
 def _nncf_version() -> str:

@@ -55,10 +55,9 @@ def test_peak_memory_of_slab_path_is_bounded_on_a_large_volume():
         with open("/proc/self/statm") as f:
             rss_before = int(f.read().split()[1]) * resource.getpagesize()
         labels = resize_argmax_slabs(scores, (300, 512, 512), max_slab_bytes=32 << 20)
-        # VmHWM: this process image's own peak. ru_maxrss would not do: Linux carries the parent's peak into
-        # a child across fork + exec, so under a big pytest process it read the parent's RSS, not the slab path's
-        with open("/proc/self/status") as f:
-            peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) * 1024
+        # this process image's own peak (VmHWM): ru_maxrss would carry the big pytest parent's peak across fork + exec
+        from inference.resources import peak_rss_mb
+        peak = int(peak_rss_mb() * 1024) * 1024
         print(labels.shape, labels.dtype, peak - rss_before)
         """
     )
