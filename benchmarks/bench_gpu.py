@@ -93,12 +93,12 @@ def timed_run(predictor: Predictor, scan: Path, out: Path, device: str) -> dict:
     return {"end_to_end_s": round(total, 4), "stages": stages, "fine": fine, **gpu_figures(device)}
 
 
-def score(pred_path: Path, labels_path: Path) -> dict[str, list[float]]:
+def score(pred_path: Path, labels_path: Path, labelset: str) -> dict[str, list[float]]:
     from evaluation.accuracy import read_labels, score_case
     from evaluation.labelsets import get_labelset
 
     gt, pred = read_labels(labels_path), read_labels(pred_path)
-    pairs = score_case(gt.array, pred.array, gt.spacing_zyx, get_labelset("flare21"))
+    pairs = score_case(gt.array, pred.array, gt.spacing_zyx, get_labelset(labelset))
     return {"dsc": [round(d, 4) for d, _ in pairs], "nsd_1mm": [round(n, 4) for _, n in pairs]}
 
 
@@ -129,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     predictor = Predictor.load(args.card, args.model, runtime, args.threads, device="cpu")
     fine = FineStage.load(args.fine_weights, args.device)
     gpu_predictor = predictor
-    if args.device == "cuda":
-        gpu_predictor = Predictor.load(args.card, args.model, runtime, args.threads, device="cuda")
+    if args.device == "cuda":  # the coarse model as the CPU path runs it; the fine stage from --fine-weights
+        gpu_predictor = Predictor.load(args.card, args.model, runtime, args.threads, device="cpu")
         gpu_predictor.fine = fine
     print(f"bench_gpu: {args.scan.name}, coarse {gpu_predictor.session.description}, fine {fine.card.name} "
           f"{fine.card.architecture} patch {fine.card.patch_size} on {args.device}", file=sys.stderr)
@@ -149,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
             if i:
                 summary["runs"].append(run)
         if labels.is_file():
-            summary["accuracy"] = {"cpu_path": score(cpu_out, labels), "fine_path": score(fine_out, labels)}
+            labelset = fine.card.labelset
+            summary["labelset"] = labelset
+            summary["accuracy"] = {"cpu_path": score(cpu_out, labels, labelset),
+                                   "fine_path": score(fine_out, labels, labelset)}
     runs = summary["runs"] or [run]
     best = min(r["end_to_end_s"] for r in runs)
     gpu_mb = max((r.get("nvml_used_mb", float("nan")) for r in runs), default=float("nan"))

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     import onnx
 
 DEFAULT_OPSET = 17
+#: IR version of the graphs built here: opset 17 needs 8. Left to onnx's default (14 with onnx 1.23), onnxruntime
+#: before 1.31 refuses them ("Unsupported model IR version: 14"), as a GPU machine's onnxruntime 1.30 did.
+IR_VERSION = 8
 
 
 class _GraphBuilder:
@@ -127,7 +130,8 @@ def _model(g: _GraphBuilder, inputs: list, outputs: list, name: str, opset: int)
     import onnx
     from onnx import helper
 
-    model = helper.make_model(helper.make_graph(g.nodes, name, inputs, outputs), opset_imports=[helper.make_opsetid("", opset)])
+    model = helper.make_model(helper.make_graph(g.nodes, name, inputs, outputs), ir_version=IR_VERSION,
+                              opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(model)
     return model
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from inference.card import Geometry, ModelCard
-from inference.preprocess_graph import DEFAULT_OPSET, _axis_weights, _GraphBuilder
+from inference.preprocess_graph import DEFAULT_OPSET, IR_VERSION, _axis_weights, _GraphBuilder
 
 if TYPE_CHECKING:
     import onnx
@@ -72,7 +72,7 @@ def _model(g: _GraphBuilder, outputs: list, name: str, opset: int) -> "onnx.Mode
     from onnx import TensorProto, helper
 
     inputs = [helper.make_tensor_value_info(INPUT, TensorProto.INT16, ["B", "H", "W"])]
-    model = helper.make_model(helper.make_graph(g.nodes, name, inputs, outputs),
+    model = helper.make_model(helper.make_graph(g.nodes, name, inputs, outputs), ir_version=IR_VERSION,
                               opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(model)
     return model
@@ -109,7 +109,7 @@ def _argmax_graph(card: ModelCard, opset: int) -> "onnx.ModelProto":
     hw = list(card.geometry.shape[1:])
     ins = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["B", card.num_classes, *hw])]
     outs = [helper.make_tensor_value_info(OUTPUT, TensorProto.UINT8, ["B", *hw])]
-    model = helper.make_model(helper.make_graph(g.nodes, "abdoseg_slice_argmax", ins, outs),
+    model = helper.make_model(helper.make_graph(g.nodes, "abdoseg_slice_argmax", ins, outs), ir_version=IR_VERSION,
                               opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(model)
     return model

@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the network trains")
     p.add_argument("--notes", default="", help="free text for the card's provenance")
     p.add_argument("--skip-check", action="store_true",
                    help="skip the training-set Dice check after saving (the reload through FineStage.load stays)")
@@ -106,7 +107,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     card = _card(args)
     config = TrainConfig(max_minutes=args.max_minutes, max_iterations=args.max_iters, batch_size=args.batch_size,
-                         lr=args.lr, seed=args.seed)
+                         lr=args.lr, seed=args.seed, device=args.device)
     pairs = find_pairs(args.data)
     scans = [read_scan_pair(case, image, label) for case, image, label in pairs]
     if args.global_norm:

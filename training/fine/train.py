@@ -29,8 +29,11 @@ class TrainConfig:
     foreground: float = 0.67
     seed: int = 0
     log_every: int = 20
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.max_minutes <= 0 or self.max_iterations < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError(f"training budget, batch size and lr must be positive, got {self}")
         if not 0 <= self.foreground <= 1:
@@ -101,15 +104,16 @@ def train(
     samples: Sequence[FineSample], card: FineCard, config: TrainConfig, log: Callable[[str], None] = lambda s: None,
     network: torch.nn.Module | None = None,
 ) -> TrainResult:
-    """Train `network` (default: a fresh one of card.architecture) on `samples` within the config's budget (CPU)."""
+    """Train `network` (default: a fresh one of card.architecture) on `samples` within the config's budget, on
+    `config.device` (patches are cut on the CPU); the returned state dict is on the CPU."""
     if not samples:
         raise ValueError("no training samples")
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     n_classes = card.architecture.n_classes
     counts = np.bincount(np.concatenate([s.labels.numpy().ravel() for s in samples]), minlength=n_classes)[:n_classes]
-    loss_fn = DiceCELoss(class_weights_from_counts(counts))
-    net = (network if network is not None else build_network(card.architecture)).train()
+    loss_fn = DiceCELoss(class_weights_from_counts(counts)).to(config.device)
+    net = (network if network is not None else build_network(card.architecture)).to(config.device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     budget_s = config.max_minutes * 60
     start = time.perf_counter()
@@ -125,8 +129,8 @@ def train(
             sample_patch(samples[rng.integers(len(samples))], card.patch_size, rng, rng.random() < config.foreground)
             for _ in range(config.batch_size)
         ]
-        image = torch.stack([_augment(b[0], rng) for b in batch])
-        target = torch.stack([b[1] for b in batch])
+        image = torch.stack([_augment(b[0], rng) for b in batch]).to(config.device, non_blocking=True)
+        target = torch.stack([b[1] for b in batch]).to(config.device, non_blocking=True)
         loss = loss_fn(net(image), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -139,7 +143,7 @@ def train(
             log(f"iter {it}  loss {recent:.4f}  lr {opt.param_groups[0]['lr']:.2e}  "
                 f"{(time.perf_counter() - start) / 60:.1f} min")
     minutes = (time.perf_counter() - start) / 60
-    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     return TrainResult(state, it, minutes, losses)
 
 

@@ -63,6 +63,16 @@ def test_short_run_returns_loadable_weights():
 def test_config_rejects_bad_budgets():
     with pytest.raises(ValueError, match="positive"):
         TrainConfig(max_minutes=0)
+    with pytest.raises(ValueError, match="device"):
+        TrainConfig(device="tpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_run_returns_cpu_weights_that_load():
+    result = train([_synthetic()], _card(), TrainConfig(max_iterations=3, batch_size=2, log_every=1, device="cuda"))
+    assert result.iterations == 3 and np.isfinite(result.losses).all()
+    assert all(v.device.type == "cpu" for v in result.state_dict.values())
+    FineUNet(TINY).load_state_dict(result.state_dict)
 
 
 def test_cli_writes_weights_and_card_that_load(tmp_path, capsys):
