@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench_gpu: {args.scan.name}, coarse {gpu_predictor.session.description}, fine {fine.card.name} "
           f"{fine.card.architecture} patch {fine.card.patch_size} on {args.device}", file=sys.stderr)
 
-    summary: dict = {"scan": str(args.scan), "device": args.device, "runs": []}
+    summary: dict = {"scan": str(args.scan), "device": args.device, "runs": [],
+                     "coarse": f"{predictor.card.name} ({predictor.session.description})"}
     with tempfile.TemporaryDirectory() as tmp:
         cpu_out, fine_out = Path(tmp) / "cpu.nii.gz", Path(tmp) / "fine.nii.gz"
         predictor.fine = None

@@ -1,4 +1,4 @@
-"""Command line: `python -m training {train,train-fine,export,reframe} ...`."""
+"""Command line: `python -m training {train,train-fine,validate-fine,export,reframe,...} ...`."""
 from __future__ import annotations
 
 import argparse
@@ -172,10 +172,15 @@ def main(argv: list[str] | None = None) -> int:
         from training.fine.cli import main as fine_main  # lazy: another subpackage, imported only when asked
 
         return int(fine_main(argv[1:]) or 0)
+    if argv and argv[0] == "validate-fine":
+        from training.fine.validation import main as validation_main
+
+        return validation_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     sub.add_parser("train-fine", help="train the fine stage (training.fine.cli; arguments passed through)")
+    sub.add_parser("validate-fine", help="record the fine path against the CPU path in fine.json, from bench_gpu summaries")
     _export_parser(sub)
     _reframe_parser(sub)
     _locator_parser(sub)

@@ -116,13 +116,37 @@ def test_auto_does_not_pair_the_fine_stage_with_another_label_set(gpu, weights, 
     assert cli.resolve_device("auto", tmp_path, labelset="flare21") == ("cuda", "")
 
 
-def test_no_fine_weights_are_shipped_so_auto_and_cuda_run_the_cpu_path(gpu):
-    """The seed-001 fine attempt lost kidneys DSC to the CPU path (weights/fine.md), so none is shipped: `auto`
-    and `cuda` on a GPU machine say so on the model line and run the CPU path."""
-    note = "fine stage not used: no fine weights are shipped (weights/fine.json, fine.pt)"
-    assert not (SHIPPED / "fine.pt").exists() and not (SHIPPED / "fine.json").exists()
-    assert cli.resolve_device("auto") == ("cpu", note)
-    assert cli.resolve_device("cuda") == ("cpu", note)
+def test_the_shipped_fine_stage_wins_on_every_organ_so_auto_uses_it_on_a_gpu_machine(gpu):
+    """weights/fine.json records the fine path above the CPU path on every FLARE21 organ (DSC and NSD), so
+    `auto` on a GPU machine runs it with the FLARE21 card, and not with the FLARE22 card's other label set."""
+    card, _ = load_fine_card(SHIPPED)
+    assert card.validation is not None and fine_verdict(card, "flare21") is None
+    assert cli.resolve_device("auto", labelset="flare21") == ("cuda", "")
+    assert cli.resolve_device("auto", labelset="flare22")[0] == "cpu"
+
+
+def test_the_shipped_record_holds_when_measured_again_on_a_real_scan(tmp_path):
+    """Re-measure the record's claim on upperabd1mm, on CPU: the default CPU path, then the same path with the
+    shipped fine stage (the stage's labels on CPU equal its CUDA labels, tests/inference/fine/test_fine_stage.py);
+    the fine path is at least as good on every organ, and its DSC is the one the record was made from."""
+    pytest.importorskip("torch")
+    from evaluation.accuracy import read_labels, score_case
+    from evaluation.labelsets import get_labelset
+    from inference.fine import FineStage
+    from inference.pipeline import DEFAULT_CARD, Predictor
+    from tests.conftest import real_image, real_label
+
+    predictor = Predictor.load(DEFAULT_CARD, threads=2)
+    gt = read_labels(real_label("upperabd1mm"))
+    scores = {}
+    for name, fine in (("cpu", None), ("fine", FineStage.load(SHIPPED, "cpu"))):
+        predictor.fine = fine
+        predictor.predict_file(real_image("upperabd1mm"), tmp_path / f"{name}.nii.gz")
+        pred = read_labels(tmp_path / f"{name}.nii.gz")
+        scores[name] = score_case(gt.array, pred.array, gt.spacing_zyx, get_labelset("flare21"))
+    for organ, (cpu_dsc, cpu_nsd), (fine_dsc, fine_nsd) in zip(ORGANS, scores["cpu"], scores["fine"]):
+        assert fine_dsc >= cpu_dsc and fine_nsd >= cpu_nsd, (organ, scores)
+    assert [d for d, _ in scores["fine"]] == pytest.approx([0.980, 1.0, 0.969, 0.823], abs=0.005)
 
 
 def test_the_measured_attempt_loses_and_auto_would_not_pick_it(gpu, weights):
