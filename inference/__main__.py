@@ -1,5 +1,19 @@
+"""`python -m inference`: run the command line, then leave without the interpreter's teardown.
+
+When `main` returns, every output is written (atomically) and closed. Tearing the interpreter down would unload
+OpenVINO's plugin and free the model and scan buffers object by object: about 0.2 s on a 2-core machine, counted
+in every case's time by organisers who time one container per case. So: the exit handlers run (temporary
+folders), logging and the standard streams are flushed, and the process exits with main's status at once."""
+import atexit
+import logging
+import os
 import sys
 
 from inference.cli import main
 
-sys.exit(main())
+status = main()
+atexit._run_exitfuncs()
+logging.shutdown()
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(status)

@@ -42,6 +42,22 @@ def test_non_utf8_name_is_segmented_and_the_batch_goes_on(tmp_path, toy_card_pat
     assert Grid.of(read_header(out)) == Grid.of(sitk.ReadImage(str(inputs / "a_0000.nii.gz")))
 
 
+def test_the_fast_exit_keeps_the_status_the_lines_and_removes_the_private_folder(tmp_path, toy_card_path):
+    """`python -m inference` leaves with os._exit (no interpreter teardown): the exit handlers still remove the
+    private folder of safe links, the case lines still reach stderr, and a failed case still sets the status."""
+    inputs, outputs, tmp = tmp_path / "in", tmp_path / "out", tmp_path / "tmp"
+    inputs.mkdir(), tmp.mkdir()
+    sitk.WriteImage(hostile.small_scan(), str(inputs / "ok_0000.nii.gz"))
+    os.rename(inputs / "ok_0000.nii.gz", inputs / os.fsdecode(b"\xff_0000.nii.gz"))  # read through a safe link
+    (inputs / "bad_0000.nii.gz").write_bytes(b"not a scan")
+    res = _cli(os.fsencode(inputs), os.fsencode(outputs), toy_card_path, env={**os.environ, "TMPDIR": str(tmp)})
+    err = res.stderr.decode(errors="replace")
+    assert res.returncode == 1, err
+    assert "bad: FAILED" in err and "\\xff: " in err and err.endswith("abdoseg: 1 of 2 case(s) failed\n")
+    assert os.listdir(os.fsencode(outputs)) == [b"\xff.nii.gz"]
+    assert [n for n in os.listdir(tmp) if n.startswith("abdoseg-")] == []  # the safe link's folder is gone
+
+
 def test_non_utf8_name_is_read_through_a_safe_link(tmp_path):
     path = tmp_path / os.fsdecode(b"\xff\xfe_0000.mha")
     sitk.WriteImage(hostile.small_scan(), str(tmp_path / "ok.mha"))
