@@ -108,3 +108,21 @@ def test_predict_sh_takes_the_card_from_abdoseg_card(tmp_path, flare22_card):
                          cwd=ROOT, capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr
     assert "abdoseg: model toy22 " in res.stderr and (tmp_path / "out" / "p1.nii.gz").is_file()
+
+
+def test_the_shipped_flare22_model_meets_its_organ_targets_on_a_real_scan(tmp_path):
+    """`--card flare22` on abdpelvis3mm (a training scan: a path check, not a claim of accuracy), scored with the
+    FLARE22 rules: liver, each kidney, spleen >= 0.85 and aorta >= 0.70 DSC (issue 12's targets it meets; the
+    README table gives every organ, and stomach 0.848 / IVC 0.653 on upperabd1mm, which it misses)."""
+    from evaluation.accuracy import read_labels, score_case
+    from tests.conftest import real_image
+
+    predictor = Predictor.load("flare22", threads=2)
+    predictor.predict_file(real_image("abdpelvis3mm"), tmp_path / "abdpelvis3mm.nii.gz")
+    gt = read_labels(ROOT / "tests" / "data" / "flare22" / "labelsTr" / "abdpelvis3mm.nii.gz")
+    pred = read_labels(tmp_path / "abdpelvis3mm.nii.gz")
+    labelset = get_labelset("flare22")
+    dsc = {o.name: d for o, (d, _) in zip(labelset.organs, score_case(gt.array, pred.array, gt.spacing_zyx, labelset))}
+    for organ in ("liver", "right_kidney", "left_kidney", "spleen"):
+        assert dsc[organ] >= 0.85, (organ, dsc)
+    assert dsc["aorta"] >= 0.70 and dsc["ivc"] >= 0.70, dsc
