@@ -3,7 +3,7 @@
 # recipe, initialised from the coarse model) and continue the FLARE22 model on the GPU, then the fine stage on
 # the two real scans and on benchM (benchmarks/bench_gpu.py --device cuda), then the CUDA tests.
 #
-#   OUT=DIR sh benchmarks/gpu_checks.sh          # DIR gets the log, fine.pt/fine.json, the FLARE22 run, JSONs
+#   OUT=DIR bash benchmarks/gpu_checks.sh        # DIR gets the log, fine.pt/fine.json, the FLARE22 run, JSONs
 #
 # Knobs: PY (python with torch; default python3), DEVICE (cuda; cpu for a dry run), TRAIN_MIN (training minutes
 # per model, default 4), THREADS (CPU threads per process, default 6), BENCH_M (1: also benchM), SITE (0: ignore
