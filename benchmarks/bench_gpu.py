@@ -126,13 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.backends.cudnn.benchmark = True
+    # one coarse model for both paths, as the CPU path runs it; the fine path adds the stage from --fine-weights
     predictor = Predictor.load(args.card, args.model, runtime, args.threads, device="cpu")
     fine = FineStage.load(args.fine_weights, args.device)
-    gpu_predictor = predictor
-    if args.device == "cuda":  # the coarse model as the CPU path runs it; the fine stage from --fine-weights
-        gpu_predictor = Predictor.load(args.card, args.model, runtime, args.threads, device="cpu")
-        gpu_predictor.fine = fine
-    print(f"bench_gpu: {args.scan.name}, coarse {gpu_predictor.session.description}, fine {fine.card.name} "
+    print(f"bench_gpu: {args.scan.name}, coarse {predictor.session.description}, fine {fine.card.name} "
           f"{fine.card.architecture} patch {fine.card.patch_size} on {args.device}", file=sys.stderr)
 
     summary: dict = {"scan": str(args.scan), "device": args.device, "runs": [],
@@ -142,10 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         predictor.fine = None
         summary["cpu_path"] = timed_run(predictor, args.scan, cpu_out, "cpu")  # one cold run: reference labels
         print(f"cpu path (one cold run): {json.dumps(summary['cpu_path'])}", file=sys.stderr)
-        if gpu_predictor is predictor:
-            predictor.fine = fine
+        predictor.fine = fine
         for i in range(args.repeats + 1):
-            run = timed_run(gpu_predictor, args.scan, fine_out, args.device)
+            run = timed_run(predictor, args.scan, fine_out, args.device)
             print(f"{'warm-up' if i == 0 else f'run {i}'}: {json.dumps(run)}", file=sys.stderr)
             if i:
                 summary["runs"].append(run)

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from inference.fine.card import FINE_CARD_NAME, FineCard, OrganScore, Validation
+from inference.fine.card import FINE_CARD_NAME, FineCard, OrganScore, Validation, fine_verdict
 from inference.labels import label_map
 
 
@@ -63,8 +63,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as e:
         print(f"validate-fine: error: {e}", file=sys.stderr)
         return 2
-    from inference.fine.card import fine_verdict
-
     verdict = fine_verdict(card)
     print(f"validate-fine: wrote the record into {args.weights / FINE_CARD_NAME}; --device auto "
           + ("uses the fine stage" if verdict is None else f"will not use it: {verdict}"))
