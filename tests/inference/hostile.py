@@ -84,9 +84,17 @@ def nrrd(path: Path, size=(10, 12, 8), encoding="raw", payload: bytes | None = N
     return path
 
 
+def truncated_metaimage_source() -> np.ndarray:
+    """The voxels `truncated_compressed_metaimage` compresses before cutting."""
+    return np.random.default_rng(0).integers(0, 1000, (20, 30, 30)).astype(np.int16)
+
+
 def truncated_compressed_metaimage(path: Path, folder: Path) -> Path:
-    """A zlib-compressed .mha cut in half, its CompressedDataSize set to what is left (ITK reads zeros for the rest)."""
-    image = sitk.GetImageFromArray(np.random.default_rng(0).integers(0, 1000, (20, 30, 30)).astype(np.int16))
+    """A zlib-compressed .mha cut in half, its CompressedDataSize set to what is left.
+
+    ITK reads it without an error; the voxels past the cut are whatever its buffer held (often zeros, not always).
+    """
+    image = sitk.GetImageFromArray(truncated_metaimage_source())
     full = folder / "tmp_full.mha"
     sitk.WriteImage(image, str(full), True)
     raw = full.read_bytes()
