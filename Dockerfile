@@ -68,15 +68,15 @@ FROM python
 # Metadata first, then few big steps: under vfs storage (the CI fallback) each step copies the whole tree.
 LABEL org.opencontainers.image.title="abdoseg" \
       org.opencontainers.image.description="Abdominal organ segmentation (liver, kidneys, spleen, pancreas) for CT"
-# The network's parts have fixed shapes (inference/staged.py), so the warm-up's compiled blobs are what every scan
-# loads from OpenVINO's model cache under ABDOSEG_CACHE_DIR (a miss, e.g. another OpenVINO, compiles as before).
+# The graph's parts have fixed or dynamic shapes (inference/staged.py), so the warm-up's compiled blobs are what every
+# scan loads from OpenVINO's model cache under ABDOSEG_CACHE_DIR (a miss, e.g. another OpenVINO, compiles as before).
 ENV PATH=/opt/venv/bin:$PATH ABDOSEG_CACHE_DIR=/opt/abdoseg/openvino-cache
 WORKDIR /workspace
 COPY --from=venv /opt/venv /opt/venv
 # The build context is whitelisted by .dockerignore: predict.sh, inference/, weights/, requirements*.txt.
 COPY . /workspace/
 # Byte-compile the app, then a warm-up run per shipped card: the build fails here if weights or cards are broken,
-# and the compiled network parts land in the model cache (only the small preprocessing compiles per scan shape).
+# and the compiled parts land in the model cache (a scan then compiles nothing).
 RUN python -m compileall -q /workspace/inference \
  && python -m inference --warmup \
  && python -m inference --warmup --card flare21-fp32 \

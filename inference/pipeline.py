@@ -1,7 +1,8 @@
 """The segmentation pipeline. Its stages, in order (each one function call in `Predictor.segment`):
 
     1 read        SimpleITK header (geometry), voxels inflated by ISA-L for NIfTI; a 3D scalar scan or a one-line
-                  InputError. Meanwhile the runtime opens (first case) and compiles for the shape it will get.
+                  InputError. Meanwhile the runtime opens (first case; its compiled parts from the model cache)
+                  and gets ready for the shape it will get (where it compiles per shape).
     2 canonical   permute/flip the array to the card's orientation, as int16 HU (no copy when already canonical)
     [locate]      scans longer than the card's canvas: a small network finds the organs' z-range; the slices
                   around it (a view, no copy) are what the graph sees; slices outside are background (locate.py)
@@ -71,10 +72,10 @@ def _composed_model(card: ModelCard, model_path: Path) -> "onnx.ModelProto":
 
 def open_model_session(card: ModelCard, model_path: Path, runtime: RuntimeName, threads: int, use_cuda: bool,
                        cache_dir: Path | None) -> Session:
-    """The card's graph as one Session: in parts with the tail in z-slabs where the card says where to cut it
-    (inference.staged; not on CUDA, where memory is not the limit), over batches of slices for "slices" cards,
-    else the composed graph as one."""
-    if card.slab_tail is not None and not use_cuda:
+    """The card's graph as one Session: on a CPU, a 3D card's graph in parts (inference.staged: the
+    preprocessing, then the network whole or, where the card says where to cut it, in z-slabs); over batches of
+    slices for "slices" cards; else (CUDA) the composed graph as one."""
+    if card.geometry.mode != "slices" and not use_cuda:
         from inference.staged import StagedSession
 
         return StagedSession.open(card, lambda: _composed_model(card, model_path), runtime, threads, cache_dir)

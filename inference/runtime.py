@@ -6,6 +6,7 @@ bf16, which moves the resampled HU by up to ~20 HU and changes labels.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -40,6 +41,29 @@ class Session(Protocol):
         ...
 
 
+#: What `import openvino` also imports and the runtime never uses: the model converter (convert_model), which
+#: imports OpenVINO's telemetry, urllib and http.client and sends an "import" event. `openvino/__init__.py` imports
+#: it inside `try/except ImportError`; ~0.2 s of every cold run on a 2-core EPYC (python -X importtime).
+_CONVERTER = "openvino.tools.ovc"
+
+
+def import_openvino():
+    """`openvino`, imported without its model converter (a None entry in sys.modules makes that import fail,
+    which openvino's __init__ tolerates); the entry is removed afterwards, so a later `import openvino.tools.ovc`
+    still works."""
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    blocked = _CONVERTER not in sys.modules
+    if blocked:
+        sys.modules[_CONVERTER] = None
+    try:
+        import openvino
+    finally:
+        if blocked and sys.modules.get(_CONVERTER, False) is None:
+            del sys.modules[_CONVERTER]
+    return openvino
+
+
 class OnnxRuntimeSession:
     def __init__(self, model: Path | bytes, threads: int, use_cuda: bool = False) -> None:
         import onnxruntime as ort
@@ -72,36 +96,42 @@ class OnnxRuntimeSession:
 
 class OpenVinoSession:
     """OpenVINO CPU, fp32. With `static_shapes`, the graph is compiled for each new input shape (cached per
-    shape, the last one kept): OpenVINO then plans all buffers statically and peaks ~0.45 GB lower on a 512x512x336 scan than
-    with the dynamic-shape graph, for the same compile time in a cold process (measured; see README)."""
+    shape, the last one kept): OpenVINO then plans all buffers statically and peaks ~0.45 GB lower on a 512x512x336
+    scan than with the dynamic-shape graph, for the same compile time in a cold process (measured; see README).
+    Without it, the graph is compiled once as its file states its shapes (static or not); from a file with a
+    cache folder, OpenVINO then finds the compiled blob by the file alone, without parsing the model first."""
 
     def __init__(self, model: Path | bytes, threads: int, cache_dir: Path | None = None,
                  static_shapes: bool = True, release_after_run: bool = True) -> None:
-        import openvino as ov
-
+        ov = import_openvino()
         self._ov = ov
         self._core = ov.Core()
         self._config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads,
                         "PERFORMANCE_HINT": "LATENCY"}
         if cache_dir is not None and _writable_folder(Path(cache_dir)):
             self._config["CACHE_DIR"] = str(cache_dir)
-        self._model = self._core.read_model(str(model)) if isinstance(model, Path) else self._core.read_model(model, b"")
+        self._source = model
         self._static = static_shapes
         self._release = release_after_run  # False: keep the activation buffers between runs (steady-state timing)
-        self._requests: dict[tuple, object] = {}
-        self.input_names = tuple(i.get_any_name() for i in self._model.inputs)
-        kind = "static shapes" if static_shapes else "dynamic shapes"
+        self._requests: dict[tuple | None, tuple] = {}
+        self._model = self._read_model() if static_shapes else None
+        ports = self._model.inputs if static_shapes else self._request_for(None)[0].inputs
+        self.input_names = tuple(i.get_any_name() for i in ports)
+        kind = "static shapes" if static_shapes else "shapes as stated"
         self.description = f"openvino {ov.get_version().split('-')[0]} CPU f32 {kind}, {threads} threads"
-        if not static_shapes:
-            self._request_for(None)
+
+    def _read_model(self):
+        model = self._source
+        return self._core.read_model(str(model)) if isinstance(model, Path) else self._core.read_model(model, b"")
 
     def _request_for(self, shapes: tuple[tuple[str, tuple[int, ...]], ...] | None):
         if shapes not in self._requests:
             self._requests.clear()  # one compiled shape at a time: each holds its buffers (~1.4 GB)
-            model = self._model
             if shapes is not None:
-                model = model.clone()
+                model = self._model.clone()
                 model.reshape({name: self._ov.PartialShape(list(shape)) for name, shape in shapes})
+            else:  # as the file states it: compiled from the path when there is one (no parse on a cache hit)
+                model = str(self._source) if isinstance(self._source, Path) else self._read_model()
             try:
                 compiled = self._core.compile_model(model, "CPU", self._config)
             except RuntimeError:  # e.g. a read-only cache without this blob: compile without the cache

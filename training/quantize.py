@@ -98,19 +98,15 @@ def quantize_card(card_spec: str | Path, data_dir: Path, out_dir: Path, name: st
     """Write `out_dir/<name>.onnx` and `.json` (precision int8) when the gate holds; QuantizeError otherwise."""
     import onnx
 
-    from inference.staged import slab_agreement
-
     card, model_path = load_card(card_spec)
     if card.graph != "composed" or card.precision != "fp32":
         raise QuantizeError(f"{card_spec}: needs an fp32 card with a composed graph")
     composed = quantized_composed(onnx.load(str(model_path)), card, calibration_images(card, Path(data_dir)))
-    if card.slab_tail is not None and slab_agreement(composed, card) != 1.0:
-        raise QuantizeError(f"the INT8 graph cut at {card.slab_tail.cut!r} does not give the whole graph's classes")
     with tempfile.TemporaryDirectory() as tmp:
         onnx_tmp = Path(tmp, f"{name}.onnx")
         onnx.save(composed, str(onnx_tmp))
         draft = dataclasses.replace(card, name=name, model_file=onnx_tmp.name, sha256=sha256_of(onnx_tmp),
-                                    precision="int8")  # load_card made the locator's path absolute
+                                    precision="int8", slab_tail=None)  # load_card made the locator's path absolute
         draft.save(Path(tmp, f"{name}.json"))
         figures = gate(card_spec, Path(tmp, f"{name}.json"), Path(data_dir))
         failures = _gate_failures(figures)
@@ -128,7 +124,9 @@ def quantize_card(card_spec: str | Path, data_dir: Path, out_dir: Path, name: st
     fields = {"name": name, "model_file": onnx_path.name, "sha256": draft.sha256, "precision": "int8",
               "provenance": provenance}
     card_path = out_dir / f"{name}.json"
-    card_path.write_text(json.dumps({**_card_json(card_spec), **fields}, indent=2) + "\n")  # the locator as written
+    written = {**_card_json(card_spec), **fields}  # the locator as written
+    written.pop("slab_tail", None)  # INT8 activations are small: the network runs whole (README, "The cold path")
+    card_path.write_text(json.dumps(written, indent=2) + "\n")
     log.info("wrote %s and %s; gate %s", onnx_path, card_path, json.dumps(figures))
     return onnx_path, card_path
 

@@ -12,8 +12,10 @@ import pytest
 import SimpleITK as sitk
 
 from inference.card import SlabTail, load_card
-from inference.pipeline import FP32_CARD, Predictor
-from inference.staged import StagedSession, network_parts, slab_agreement, slab_plan
+from inference.pipeline import DEFAULT_CARD, FP32_CARD, Predictor
+from inference.runtime import open_session
+from inference.scan import Grid, canonical_hu
+from inference.staged import network_parts, slab_agreement, slab_plan
 from tests.conftest import ROOT, real_image
 
 
@@ -47,36 +49,45 @@ def test_the_shipped_cut_gives_the_whole_networks_classes_and_needs_its_halo(shi
 def test_an_unknown_cut_is_refused(shipped):
     card, composed = shipped
     with pytest.raises(Exception, match="nowhere"):
-        network_parts(composed, "nowhere", (1, 2, *card.geometry.shape))
+        network_parts(composed, SlabTail(cut="nowhere", halo=1, slab=12), (1, 2, *card.geometry.shape))
 
 
 @pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
-def test_staged_labels_equal_the_composed_graphs_on_a_real_scan(runtime, tmp_path):
+def test_staged_classes_equal_the_composed_graphs_on_a_real_scan(runtime, tmp_path):
+    """The parts (tail in z-slabs, or the network whole) give the composed graph's classes, run as one."""
     whole_card = json.loads(FP32_CARD.read_text())
     whole_card.pop("slab_tail")
     whole_card["model_file"] = str(FP32_CARD.parent / whole_card["model_file"])
     (tmp_path / "whole.json").write_text(json.dumps(whole_card))
-    staged = Predictor.load(FP32_CARD, runtime=runtime, threads=2)
-    whole = Predictor.load(tmp_path / "whole.json", runtime=runtime, threads=2)
-    assert isinstance(staged.session, StagedSession) and not isinstance(whole.session, StagedSession)
+    slabs = Predictor.load(FP32_CARD, runtime=runtime, threads=2).session
+    whole = Predictor.load(tmp_path / "whole.json", runtime=runtime, threads=2).session
+    assert slabs.tail is not None and whole.tail is None
+    composed = open_session(FP32_CARD.parent / whole_card["model_file"], runtime, 2)
     image = sitk.ReadImage(str(real_image("abdpelvis3mm")))
-    labels = staged.segment_image(image)
-    assert np.array_equal(labels, whole.segment_image(image)) and labels.any()
+    ct, spacing, _ = canonical_hu(sitk.GetArrayViewFromImage(image), Grid.of(image), "RAS")
+    feeds = {"ct": ct, "spacing": np.asarray(spacing, np.float32)}
+    expected = composed.run(feeds)
+    assert expected.any() and np.array_equal(slabs.run(feeds), expected) and np.array_equal(whole.run(feeds), expected)
 
 
-def test_with_a_cache_folder_the_parts_are_files_and_a_cold_run_never_imports_onnx(tmp_path):
+@pytest.mark.parametrize("card,parts", [(DEFAULT_CARD, ["network", "prep"]), (FP32_CARD, ["prep", "tail", "trunk"])])
+def test_with_a_cache_folder_the_parts_are_files_and_a_cold_run_never_imports_onnx(card, parts, tmp_path):
     cache = tmp_path / "cache"
-    code = ("import sys, numpy as np; from inference.pipeline import Predictor; "
-            f"p = Predictor.load(threads=2, cache_dir={str(cache)!r}); "
-            "p.segment(np.full((40, 64, 64), -1000, np.int16), (5.0, 6.0, 6.0)); "
-            "print('onnx' in sys.modules)")
-    run = lambda: subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,  # noqa: E731
-                                 check=True).stdout.strip()
-    assert run() == "True"  # first: the parts are cut out of the model file (onnx) and written
-    parts = list(cache.glob("parts-*/*.onnx"))
-    assert sorted(p.name for p in parts) == ["prep.onnx", "tail.onnx", "trunk.onnx"]
-    assert list(cache.glob("*.blob"))  # OpenVINO's compiled network parts
-    assert run() == "False"  # then: read from the cache, no onnx import on the cold path
+
+    def run(shape: tuple[int, int, int]) -> str:
+        code = ("import sys, numpy as np; from inference.pipeline import Predictor; "
+                f"p = Predictor.load({str(card)!r}, threads=2, cache_dir={str(cache)!r}); "
+                f"p.segment(np.full({shape}, -1000, np.int16), (5.0, 6.0, 6.0)); "
+                "print('onnx' in sys.modules, 'openvino.tools.ovc' in sys.modules)")
+        return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    assert run((40, 64, 64)) == "True False"  # first: the parts are cut out of the model file (onnx) and written
+    assert sorted(p.stem for p in cache.glob("parts-*/*.onnx")) == parts  # the INT8 card: its network whole
+    blobs = sorted(cache.glob("*.blob"))
+    assert len(blobs) == len(parts)  # OpenVINO's compiled parts: the preprocessing too, compiled for any shape
+    assert run((33, 70, 58)) == "False False"  # then: read from the cache, no onnx import on the cold path
+    assert sorted(cache.glob("*.blob")) == blobs  # another scan shape compiled nothing new
 
 
 def test_a_cache_folder_that_cannot_be_made_is_skipped(tmp_path):
@@ -84,3 +95,25 @@ def test_a_cache_folder_that_cannot_be_made_is_skipped(tmp_path):
     predictor = Predictor.load(threads=2, cache_dir=tmp_path / "a_file" / "cache")
     labels = predictor.segment(np.full((40, 64, 64), -1000, np.int16), (5.0, 6.0, 6.0))
     assert labels.shape == (40, 64, 64) and not (tmp_path / "a_file" / "cache").exists()
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_argmax_as_comparisons_gives_argmax_ties_included(runtime):
+    from onnx import TensorProto, helper
+
+    from inference.runtime import open_session
+    from inference.staged import argmax_as_comparisons
+
+    k = 6
+    nodes = [helper.make_node("ArgMax", ["scores"], ["index"], axis=1, keepdims=0),
+             helper.make_node("Cast", ["index"], ["classes"], to=TensorProto.UINT8)]
+    graph = helper.make_graph(nodes, "argmax", [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, k, 4, 5, 6])],
+                              [helper.make_tensor_value_info("classes", TensorProto.UINT8, [4, 5, 6])])
+    model = helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17)])
+    argmax_as_comparisons(model, k)
+    onnx.checker.check_model(model)
+    assert "ArgMax" not in {n.op_type for n in model.graph.node}
+    session = open_session(model.SerializeToString(), runtime, 1)
+    for seed in range(3):
+        scores = np.random.default_rng(seed).integers(-2, 3, (1, k, 4, 5, 6)).astype(np.float32)  # many ties
+        assert np.array_equal(session.run({"scores": scores}).reshape(4, 5, 6), np.argmax(scores[0], axis=0))

@@ -52,7 +52,7 @@ def test_the_shipped_int8_card_holds_its_gate_on_the_real_scans():
     int8 = NAMED_CARDS["flare21"]
     assert int8 == DEFAULT_CARD  # the product's card
     card, _ = load_card(int8)
-    assert card.precision == "int8" and card.slab_tail is not None
+    assert card.precision == "int8" and card.slab_tail is None  # the network runs whole (small INT8 activations)
     recorded = json.loads(int8.read_text())["provenance"]["quantization"]["gate"]["measured"]
     measured = gate(FP32_CARD, int8, DATA / "flare21")
     assert _gate_failures(measured) == [] and set(measured) == set(recorded)
