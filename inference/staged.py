@@ -1,16 +1,17 @@
-"""The segmentation graph in three compiled parts, for a fast cold run and a small peak on a CPU.
+"""The segmentation graph in compiled parts, for a fast cold run and a small peak on a CPU.
 
-    prep   ct [D,H,W] (+ spacing) -> image [1,C,Nz,Ny,Nx]     the card's preprocessing (preprocess_graph), compiled
+    prep     ct [D,H,W] (+ spacing) -> image [1,C,Nz,Ny,Nx]   the card's preprocessing (preprocess_graph), compiled
                                                               once for any scan shape (dynamic shapes)
-    trunk  image -> the card's cut tensor [1,F,Nz/s,..]       fixed shape
-    tail   cut tensor, one z-slab at a time -> classes        fixed slab shape; ArgMax inside
+    network  image -> classes                                 fixed shape; ArgMax inside (as comparisons)
+  or, where the card has a slab_tail (where its network may be cut):
+    trunk    image -> the card's cut tensor [1,F,Nz/s,..]     fixed shape
+    tail     cut tensor, one z-slab at a time -> classes      fixed slab shape; ArgMax inside (as comparisons)
 
 Each part is compiled as its file states it. With a cache folder (--cache-dir, baked into the image) the parts
 are files there and OpenVINO's model cache holds their compiled blobs, found from the file without parsing it.
 
-The whole-canvas graph keeps every full-resolution activation of the network alive at once (~1.5 GB for the
-shipped net) and touches all of it fresh on a cold run; here the full-resolution tail exists for one slab at a
-time and re-uses its buffers, slab after slab. Each slab carries `halo` cut-slices of context on both sides
+The whole fp32 network keeps every full-resolution activation alive at once (~1.5 GB for the shipped net) and
+touches all of it fresh on a cold run; in slabs the full-resolution tail exists for one slab at a time and re-uses its buffers, slab after slab. Each slab carries `halo` cut-slices of context on both sides
 (the card's `slab_tail`, from the architecture's receptive field), so the labels equal the whole graph's.
 """
 from __future__ import annotations
