@@ -326,8 +326,8 @@ def read_array(reader: sitk.ImageFileReader) -> np.ndarray:
     """The voxels behind a validated header as a (z, y, x) array in stored order: the values and dtype ITK reads.
 
     Single-file little-endian NIfTI-1 without intensity scaling (what CT converters write) is read verbatim:
-    .nii.gz inflated with ISA-L (isal; about twice as fast as ITK's zlib), the array a read-only view of the
-    inflated bytes. Every other scan goes through SimpleITK (the array is then a copy of ITK's buffer); a .nii.gz
+    .nii.gz inflated with ISA-L (isal; about twice as fast as ITK's zlib) straight into a writable array, of
+    which the voxels are a view (OpenVINO shares a writable input; a read-only one it copies first). Every other scan goes through SimpleITK (the array is then a copy of ITK's buffer); a .nii.gz
     that the fast path could not inflate whole is first counted member by member (ITK fills a short stream with
     zeros without complaint).
     The header's meaning (geometry, datatype, scaling) is always ITK's: only the byte copy is replaced.
@@ -391,12 +391,42 @@ def _verbatim_nifti_voxels(reader: sitk.ImageFileReader) -> np.ndarray | None:
         return None
     end = offset + count * dtype.itemsize
     try:
-        data = isal_zlib.decompress(path.read_bytes(), wbits=31, bufsize=end)
+        data = _inflate_first_member(isal_zlib.decompressobj(wbits=31), path.read_bytes(), end)
     except isal_zlib.error:
         return None  # read_array counts the stream and says why it is unusable
-    if len(data) < end or data[:4] != _NIFTI1_LITTLE_ENDIAN:
+    if data is None or data[:4].tobytes() != _NIFTI1_LITTLE_ENDIAN:
         return None  # e.g. a multi-member gzip (only the first member is inflated here), big-endian, NIfTI-2
-    return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)
+    return data[offset:end].view(dtype).reshape(shape)
+
+
+_INFLATE_IN, _INFLATE_OUT = 1 << 18, 1 << 22  # compressed bytes fed per call; inflated bytes returned per call
+
+
+def _inflate_first_member(inflater, packed: bytes, size: int) -> np.ndarray | None:
+    """The first `size` bytes that the first gzip member of `packed` inflates to, in a new writable uint8 array;
+    None when that member holds fewer or does not end (truncated). The whole member is inflated, so that its CRC
+    and length are checked; what it holds past `size` is dropped a piece at a time (bounded memory). As fast as
+    one `decompress` call here (0.24-0.30 s for 70 MB, 2-core EPYC)."""
+    out = np.empty(size, np.uint8)
+    done, view = 0, memoryview(packed)
+
+    def keep(piece: bytes) -> bool:
+        nonlocal done
+        take = min(len(piece), size - done)
+        out[done:done + take] = np.frombuffer(piece, np.uint8, count=take)
+        done += take
+        return bool(piece)
+
+    for start in range(0, len(packed), _INFLATE_IN):
+        pending = view[start:start + _INFLATE_IN]
+        while len(pending) and not inflater.eof:
+            keep(inflater.decompress(pending, _INFLATE_OUT))
+            pending = inflater.unconsumed_tail
+        if inflater.eof:
+            break
+    while not inflater.eof and keep(inflater.decompress(b"", _INFLATE_OUT)):  # output held back by the limit
+        pass
+    return out if inflater.eof and done == size else None
 
 
 def _itk_reason(error: RuntimeError) -> str:

@@ -63,7 +63,7 @@ def test_fine_stage_plugs_into_the_pipeline_on_cpu(toy_card_path):
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_file_path_and_image_path_agree_on_a_real_canonical_scan(toy_card_path, tmp_path, runtime):
-    """predict_file feeds the read-only view of the inflated bytes (abdpelvis3mm is stored canonical, int16);
+    """predict_file feeds a view of the inflated buffer (abdpelvis3mm is stored canonical, int16);
     predict_file on a background-loaded predictor must equal segment_image on ITK's image, on the same grid."""
     source = real_image("abdpelvis3mm")
     predictor = Predictor.load(toy_card_path, runtime=runtime, threads=1, background=True)

@@ -46,12 +46,32 @@ def test_nifti_is_read_verbatim_with_itk_values_and_grid(tmp_path, dtype, suffix
     _assert_same_as_itk(path, fast_path=True)
 
 
-def test_inflated_voxels_are_a_read_only_view_not_a_copy(tmp_path):
+def test_inflated_voxels_are_a_writable_view_of_the_inflated_buffer(tmp_path):
+    """Writable, so that OpenVINO shares the array instead of copying it (its data dispatcher copies read-only ones)."""
     path = tmp_path / "scan_0000.nii.gz"
     sitk.WriteImage(_image(np.int16), str(path))
     voxels = read_array(read_header(path))
-    assert isinstance(voxels.base, (bytes, memoryview)) or not voxels.flags.owndata
-    assert not voxels.flags.writeable
+    assert not voxels.flags.owndata and voxels.flags.writeable
+    assert voxels.base.nbytes == 352 + voxels.nbytes  # the header and the voxels, one inflated buffer
+
+
+@pytest.mark.parametrize("size", [100, 5_000_000])
+def test_inflating_in_pieces_gives_the_whole_first_member_and_checks_it(size):
+    from isal import isal_zlib
+
+    from inference.io import _inflate_first_member
+
+    raw = np.random.default_rng(0).integers(0, 4, size, dtype=np.uint8).tobytes()  # compresses ~4x: many pieces
+    packed = gzip.compress(raw) + gzip.compress(b"second member")
+    inflate = lambda data, n: _inflate_first_member(isal_zlib.decompressobj(wbits=31), data, n)  # noqa: E731
+    assert inflate(packed, size).tobytes() == raw
+    assert inflate(packed, size - 7).tobytes() == raw[:-7]  # the rest of the member is inflated and dropped
+    assert inflate(packed, size + 1) is None  # the member holds fewer bytes than asked for
+    assert inflate(packed[: len(packed) // 3], size // 4) is None  # truncated: no end, whatever was asked for
+    corrupt = bytearray(gzip.compress(raw))
+    corrupt[-8] ^= 0xFF  # the CRC in the trailer
+    with pytest.raises(isal_zlib.error):
+        inflate(bytes(corrupt), size)
 
 
 @pytest.mark.parametrize("slope, inter", [(2.0, 0.0), (1.0, -1024.0)])
