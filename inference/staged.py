@@ -133,9 +133,9 @@ def _op(nodes: list, op_type: str, inputs: list[str], output: str) -> str:
 
 PARTS = ("prep", "trunk", "tail")  # a card with a slab_tail; without one, the graph is one part ("graph")
 #: Bumped when what the part files hold changes (2: the tail's slab length fixed in its file; 3: ArgMax as
-#: comparisons, the graph whole where the card has no slab_tail), so that a cache folder written by an older
+#: comparisons; 4: the graph whole where the card has no slab_tail), so that a cache folder written by an older
 #: version is not read as the current one.
-PARTS_FORMAT = 3
+PARTS_FORMAT = 4
 
 
 def graph_parts(card: ModelCard, composed: Callable[[], "onnx.ModelProto"], cache_dir: Path | None
