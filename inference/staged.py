@@ -122,9 +122,7 @@ def argmax_as_comparisons(model: "onnx.ModelProto", num_classes: int) -> None:
     new.append(helper.make_node("Identity", [index], [argmax.output[0]]))  # uint8 where ArgMax gave int64: the
     del model.graph.node[:]                                                   # Cast to uint8 after it keeps "classes"
     model.graph.node.extend(nodes[:at] + new + nodes[at + 1:])
-    stale = [v for v in model.graph.value_info if v.name == argmax.output[0]]  # its int64 type, if recorded
-    for v in stale:
-        model.graph.value_info.remove(v)
+    del model.graph.value_info[:]  # recorded types no longer hold downstream (int64 -> uint8); they are optional
 
 
 def _op(nodes: list, op_type: str, inputs: list[str], output: str) -> str:

@@ -110,8 +110,8 @@ def test_argmax_as_comparisons_gives_argmax_ties_included(runtime):
              helper.make_node("Cast", ["index"], ["classes"], to=TensorProto.UINT8)]
     graph = helper.make_graph(nodes, "argmax", [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, k, 4, 5, 6])],
                               [helper.make_tensor_value_info("classes", TensorProto.UINT8, [4, 5, 6])])
-    graph.value_info.append(helper.make_tensor_value_info("index", TensorProto.INT64, [1, 4, 5, 6]))  # as recorded
-    model = helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17)])  # by shape inference
+    graph.value_info.append(helper.make_tensor_value_info("index", TensorProto.INT64, [1, 4, 5, 6]))  # as shape
+    model = helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17)])  # inference records
     argmax_as_comparisons(model, k)
     onnx.checker.check_model(model)
     assert "ArgMax" not in {n.op_type for n in model.graph.node}
