@@ -327,9 +327,9 @@ def read_array(reader: sitk.ImageFileReader) -> np.ndarray:
 
     Single-file little-endian NIfTI-1 without intensity scaling (what CT converters write) is read verbatim:
     .nii.gz inflated with ISA-L (isal; about twice as fast as ITK's zlib) straight into a writable array, of
-    which the voxels are a view (OpenVINO shares a writable input; a read-only one it copies first). Every other scan goes through SimpleITK (the array is then a copy of ITK's buffer); a .nii.gz
-    that the fast path could not inflate whole is first counted member by member (ITK fills a short stream with
-    zeros without complaint).
+    which the voxels are a view (OpenVINO shares a writable input; a read-only one it copies first). Every other
+    scan goes through SimpleITK (the array is then a copy of ITK's buffer); a .nii.gz that the fast path could
+    not inflate whole is first counted member by member (ITK fills a short stream with zeros without complaint).
     The header's meaning (geometry, datatype, scaling) is always ITK's: only the byte copy is replaced.
     """
     try:

@@ -70,7 +70,8 @@ def network_parts(composed: "onnx.ModelProto", tail_spec: SlabTail, image_shape:
     tail = extractor.extract_model([tail_spec.cut], ["classes"])
     cut_shape = tuple(d.dim_value for d in trunk.graph.output[0].type.tensor_type.shape.dim)
     if len(cut_shape) != 5 or min(cut_shape) < 1:
-        raise ValueError(f"slab_tail cut {tail_spec.cut!r} must be a [1,C,z,y,x] tensor of known shape, got {cut_shape}")
+        raise ValueError(f"slab_tail cut {tail_spec.cut!r} must be a [1,C,z,y,x] tensor of known shape, "
+                         f"got {cut_shape}")
     argmax_as_comparisons(tail, num_classes)
     del tail.graph.value_info[:]  # shapes inferred for the whole canvas
     start, stop, _, _ = slab_plan(cut_shape[2], tail_spec)[0]
@@ -96,7 +97,9 @@ def argmax_as_comparisons(model: "onnx.ModelProto", num_classes: int) -> None:
     Greater/Where/Max chain, in place: the same classes, ties to the lower index as ArgMax. OpenVINO runs ArgMax
     as TopK, 110 ms on the 96x192x192 canvas with 6 classes on a 2-core EPYC; the chain fuses into one
     element-wise kernel of ~7 ms plus a 11 ms reorder (PERF_COUNT profile)."""
-    from onnx import helper, numpy_helper
+    from onnx import helper
+
+    from inference.preprocess_graph import _GraphBuilder
 
     nodes = list(model.graph.node)
     at = next(i for i, n in enumerate(nodes) if n.op_type == "ArgMax")
@@ -104,32 +107,18 @@ def argmax_as_comparisons(model: "onnx.ModelProto", num_classes: int) -> None:
     attrs = {a.name: helper.get_attribute_value(a) for a in argmax.attribute}
     if attrs.get("axis") != 1 or attrs.get("keepdims", 1) != 0 or attrs.get("select_last_index", 0):
         raise ValueError(f"expected ArgMax(axis=1, keepdims=0), got {attrs}")
-    new = []
-
-    def const(name: str, value) -> str:
-        new.append(helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value), name)))
-        return name
-
-    score = [f"argmax/score{c}" for c in range(num_classes)]  # [1, ...]: the class axis gathered away
-    for c in range(num_classes):
-        new.append(helper.make_node("Gather", [argmax.input[0], const(f"argmax/c{c}", np.int64(c))], [score[c]], axis=1))
-    best, index = score[0], const("argmax/k0", np.uint8(0))
+    g = _GraphBuilder(prefix="argmax/")
+    # [1, ...] per class: the class axis gathered away, as ArgMax(keepdims=0) drops it
+    score = [g.op("Gather", argmax.input[0], g.const(np.int64(c)), axis=1) for c in range(num_classes)]
+    best, index = score[0], g.const(np.uint8(0))
     for c in range(1, num_classes):
-        greater = f"argmax/greater{c}"
-        new.append(helper.make_node("Greater", [score[c], best], [greater]))
-        index = _op(new, "Where", [greater, const(f"argmax/k{c}", np.uint8(c)), index], f"argmax/index{c}")
-        best = _op(new, "Max", [best, score[c]], f"argmax/best{c}") if c < num_classes - 1 else best
-    new.append(helper.make_node("Identity", [index], [argmax.output[0]]))  # uint8 where ArgMax gave int64: the
-    del model.graph.node[:]                                                   # Cast to uint8 after it keeps "classes"
-    model.graph.node.extend(nodes[:at] + new + nodes[at + 1:])
+        index = g.op("Where", g.op("Greater", score[c], best), g.const(np.uint8(c)), index)
+        if c < num_classes - 1:
+            best = g.op("Max", best, score[c])
+    g.op("Identity", index, out=argmax.output[0])  # uint8 where ArgMax gave int64: the Cast to uint8 after it
+    del model.graph.node[:]                        # keeps "classes" as it was
+    model.graph.node.extend(nodes[:at] + g.nodes + nodes[at + 1:])
     del model.graph.value_info[:]  # recorded types no longer hold downstream (int64 -> uint8); they are optional
-
-
-def _op(nodes: list, op_type: str, inputs: list[str], output: str) -> str:
-    from onnx import helper
-
-    nodes.append(helper.make_node(op_type, inputs, [output]))
-    return output
 
 
 PARTS = ("prep", "trunk", "tail")  # a card with a slab_tail; without one, the graph is one part ("graph")
@@ -142,8 +131,8 @@ PARTS_FORMAT = 4
 def graph_parts(card: ModelCard, composed: Callable[[], "onnx.ModelProto"], cache_dir: Path | None
                 ) -> dict[str, Path | bytes]:
     """The card's graph in parts: {"graph"} (the composed graph whole), or {"prep", "trunk", "tail"} where the
-    card has a slab_tail. With a cache folder and a card checksum they are files under cache_dir/parts-<key> (written once,
-    atomically), so a cold run reads them without importing onnx."""
+    card has a slab_tail. With a cache folder and a card checksum they are files under cache_dir/parts-<key>
+    (written once, atomically), so a cold run reads them without importing onnx."""
     folder = None
     if cache_dir is not None and card.sha256:
         depends = {f: repr(getattr(card, f)) for f in ("sha256", "geometry", "windows", "zscore", "slab_tail")}
@@ -152,11 +141,11 @@ def graph_parts(card: ModelCard, composed: Callable[[], "onnx.ModelProto"], cach
         folder = Path(cache_dir) / f"parts-{key}"
         if (folder / "parts.json").is_file():
             return {name: folder / f"{name}.onnx" for name in json.loads((folder / "parts.json").read_text())}
-    from inference.preprocess_graph import build_preprocess_graph
-
     if card.slab_tail is None:
         parts = {"graph": whole_graph(composed(), card.num_classes)}
     else:
+        from inference.preprocess_graph import build_preprocess_graph
+
         parts = {"prep": build_preprocess_graph(card).SerializeToString(),
                  **network_parts(composed(), card.slab_tail, card.image_shape, card.num_classes)}
     if folder is not None:
