@@ -8,8 +8,9 @@ Volumes come from ../shared/tools/make_bench_volumes.py (512x512x134 / 336 / 672
 Each run is a fresh process, exactly as the organisers time one container per case (minus the container start):
 wall time from exec to exit, peak RSS of that process (its VmHWM, as it logs it), and the stage seconds it logged.
 Beside each size, COBRA's published pipeline (benchmarks/cobra_pipeline.py, the peer file, a fresh process) in the
-same run, so every figure is also a ratio on one machine. Targets (issue 13, on this machine): cold 512^2x134
-<= 0.25x COBRA's pipeline, cold e2e - steady forward <= 1.0 s; peak RSS <= 1.5 GB at 336 slices, <= 3 GB at 672.
+same run, so every figure is also a ratio on one machine: the runs alternate (ours, COBRA's, ours, ...) and /COBRA is
+the median of the pairs' ratios (a shared host drifts by +-15 % within minutes). Targets (issue 13, on this machine):
+cold 512^2x134 <= 0.25x COBRA's pipeline, cold e2e - steady forward <= 1.0 s; peak RSS <= 1.5 GB at 336 slices, <= 3 GB at 672.
 """
 from __future__ import annotations
 
@@ -161,16 +162,19 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for size, scan in volumes.items():
-        runs = [cold_run(scan, extra) for _ in range(a.repeats)]
-        cobra = [cobra_cold(scan, threads) if not a.skip_cobra else None for _ in range(a.repeats)]
+        runs, cobra = [], []
+        for _ in range(a.repeats):  # alternating, so that each ratio compares runs on the host in the same state
+            runs.append(cold_run(scan, extra))
+            cobra.append(cobra_cold(scan, threads) if not a.skip_cobra else None)
         cobra_s = statistics.median(c[0] for c in cobra) if cobra[0] else float("nan")
         walls = [r["wall"] for r in runs]
         wall = statistics.median(walls)
+        ratio = statistics.median(r / c[0] for r, c in zip(walls, cobra)) if cobra[0] else float("nan")
         med = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]
         rec = med["record"]
         stages = " ".join(f"{k} {v:.2f}" for k, v in rec["seconds"].items())
         dims = "x".join(str(s) for s in rec["input_size"])
-        print(f"bench{size:3} {dims:14} {wall:11.2f} {wall - fwd:8.2f} {cobra_s:8.2f} {wall / cobra_s:7.3f} "
+        print(f"bench{size:3} {dims:14} {wall:11.2f} {wall - fwd:8.2f} {cobra_s:8.2f} {ratio:7.3f} "
               f"{max(r['rss_mb'] for r in runs):12.0f}  load {rec['model_load_s']:.2f} {stages}  "
               f"[walls {', '.join(f'{w:.2f}' for w in walls)}; COBRA "
               f"{', '.join(f'{c[0]:.2f}' for c in cobra if c)}"

@@ -7,13 +7,15 @@
       -> ArgMax over classes                                 -> classes [Nz,Ny,Nx] uint8
 
 The resample is three MatMuls with banded weight matrices computed inside the graph from the input's shape,
-so the file takes any input size, costs ~0.1 s on a 512x512x134 scan, and — unlike Resize(antialias=1), which
-OpenVINO accepts but computes without anti-aliasing — gives the same numbers in onnxruntime and OpenVINO.
+so the file takes any input size and — unlike Resize(antialias=1), which OpenVINO accepts but computes without
+anti-aliasing — gives the same numbers in onnxruntime and OpenVINO. It runs in-plane (x, then y) and then along z:
+the in-plane half works slice by slice, so the CPU runtime runs it on chunks of slices (`build_inplane_graph`,
+then `build_from_plane_graph`; inference.staged) and never holds a float copy of the whole scan.
 Training caches its inputs by running the resample part through onnxruntime, so both sides share this file.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -77,34 +79,55 @@ def _axis_weights(g: _GraphBuilder, n_in_f: str, n_out: int, step: str) -> tuple
     return g.op("Div", w, g.op("Max", total, f32(1e-12))), inside
 
 
-def _resample(g: _GraphBuilder, ct: str, spacing: str | None, geometry: Geometry) -> str:
-    """Nodes that resample `ct` [D,H,W] onto the model grid [Nz,Ny,Nx] (pad value off the scan)."""
+def _axis_step(g: _GraphBuilder, src: str, spacing: str | None, geometry: Geometry, axis: int
+               ) -> tuple[str, str, str]:
+    """`src`'s size along `axis` ([1] int64 and scalar float) and the step onto the model grid's axis: size / n_out
+    ("resize", "slices"), or target spacing / input spacing ("spacing")."""
+    d = g.op("Gather", g.op("Shape", src), g.const(np.array([axis], np.int64)))  # [1] int64
+    d_f = g.op("Squeeze", g.op("Cast", d, to=1), g.const(np.array([0], np.int64)))  # scalar float
+    if geometry.mode != "spacing":
+        return d, d_f, g.op("Div", d_f, g.const(np.float32(geometry.shape[axis])))
+    s_in = g.op("Squeeze", g.op("Gather", spacing, g.const(np.array([axis], np.int64))), g.const(np.array([0], np.int64)))
+    return d, d_f, g.op("Div", g.const(np.float32(geometry.spacing[axis])), s_in)
+
+
+def _off_scan(g: _GraphBuilder, x: str, mask: str, geometry: Geometry) -> str:
+    """`x` + pad_hu where `mask` (broadcast) is 0: voxels off the scan read the pad value ("spacing" mode only; their
+    weight rows are zero)."""
+    if geometry.mode != "spacing":
+        return x
+    off = g.op("Mul", g.op("Sub", g.const(np.float32(1)), mask), g.const(np.float32(geometry.pad_hu)))
+    return g.op("Add", x, off)
+
+
+def _inplane(g: _GraphBuilder, ct: str, spacing: str | None, geometry: Geometry) -> str:
+    """Nodes resampling `ct` [B,H,W] (int16) in-plane onto [B,Ny,Nx] float32, x then y; slice by slice, so a
+    runtime may run them on any chunk of slices (inference.staged)."""
+    unsqueeze = lambda t, axes: g.op("Unsqueeze", t, g.const(np.array(axes, np.int64)))  # noqa: E731
+    (_, hy, sy), (_, wx_f, sx) = (_axis_step(g, ct, spacing, geometry, axis) for axis in (1, 2))
+    wy, my = _axis_weights(g, hy, geometry.shape[1], sy)
+    wx, mx = _axis_weights(g, wx_f, geometry.shape[2], sx)
+    bx = g.op("MatMul", g.op("Cast", ct, to=1), g.op("Transpose", wx, perm=[1, 0]))  # [B,H,Nx]
+    plane = g.op("MatMul", wy, bx)  # [Ny,H] @ [B,H,Nx] -> [B,Ny,Nx]
+    return _off_scan(g, plane, g.op("Mul", unsqueeze(my, [0, 2]), unsqueeze(mx, [0, 1])), geometry)
+
+
+def _along_z(g: _GraphBuilder, plane: str, spacing: str | None, geometry: Geometry) -> str:
+    """Nodes resampling `plane` [D,Ny,Nx] (the in-plane result of D consecutive slices) along z onto [Nz,Ny,Nx].
+    The in-plane pad passes through unchanged: a row of z weights sums to 1 (to 0 off the scan, which reads the pad
+    here)."""
     nz, ny, nx = geometry.shape
-    shape = g.op("Shape", ct)
-    ct = g.op("Cast", ct, to=1)  # int16 -> float32: a transient the runtime frees after the first MatMul
-    dims, dims_f, steps = [], [], []
-    for axis, n_out in enumerate(geometry.shape):
-        d = g.op("Gather", shape, g.const(np.array([axis], np.int64)))  # [1] int64
-        d_f = g.op("Squeeze", g.op("Cast", d, to=1), g.const(np.array([0], np.int64)))  # scalar float
-        if geometry.mode == "resize":
-            step = g.op("Div", d_f, g.const(np.float32(n_out)))
-        else:
-            s_in = g.op("Squeeze", g.op("Gather", spacing, g.const(np.array([axis], np.int64))), g.const(np.array([0], np.int64)))
-            step = g.op("Div", g.const(np.float32(geometry.spacing[axis])), s_in)
-        dims.append(d)
-        dims_f.append(d_f)
-        steps.append(step)
-    (wz, mz), (wy, my), (wx, mx) = (_axis_weights(g, dims_f[a], geometry.shape[a], steps[a]) for a in range(3))
-    flat = g.op("Reshape", ct, g.op("Concat", dims[0], g.const(np.array([-1], np.int64)), axis=0))  # [D, H*W]
-    z = g.op("MatMul", wz, flat)  # [Nz, H*W]
-    z = g.op("Reshape", z, g.op("Concat", g.const(np.array([nz], np.int64)), dims[1], dims[2], axis=0))  # [Nz,H,W]
-    zx = g.op("MatMul", z, g.op("Transpose", wx, perm=[1, 0]))  # [Nz,H,Nx]
-    out = g.op("MatMul", wy, zx)  # [Ny,H]@[Nz,H,Nx] -> [Nz,Ny,Nx]
-    if geometry.mode == "spacing":  # voxels off the scan read the pad value (their weight rows are zero)
-        u = lambda t, axes: g.op("Unsqueeze", t, g.const(np.array(axes, np.int64)))  # noqa: E731
-        mask = g.op("Mul", g.op("Mul", u(mz, [1, 2]), u(my, [0, 2])), u(mx, [0, 1]))
-        out = g.op("Add", out, g.op("Mul", g.op("Sub", g.const(np.float32(1)), mask), g.const(np.float32(geometry.pad_hu))))
-    return out
+    d, d_f, step = _axis_step(g, plane, spacing, geometry, 0)
+    wz, mz = _axis_weights(g, d_f, nz, step)
+    flat = g.op("Reshape", plane, g.op("Concat", d, g.const(np.array([-1], np.int64)), axis=0))  # [D, Ny*Nx]
+    out = g.op("Reshape", g.op("MatMul", wz, flat), g.const(np.array([nz, ny, nx], np.int64)))
+    return _off_scan(g, out, g.op("Unsqueeze", mz, g.const(np.array([1, 2], np.int64))), geometry)
+
+
+def _resample(g: _GraphBuilder, ct: str, spacing: str | None, geometry: Geometry) -> str:
+    """Nodes that resample `ct` [D,H,W] onto the model grid [Nz,Ny,Nx] (pad value off the scan): in-plane, then
+    along z (the order that keeps the intermediate small: [D,Ny,Nx])."""
+    return _along_z(g, _inplane(g, ct, spacing, geometry), spacing, geometry)
 
 
 def _windows(g: _GraphBuilder, hu: str, windows: tuple[Window, ...], out: str | None = None) -> str:
@@ -146,6 +169,29 @@ def build_resample_graph(geometry: Geometry, opset: int = DEFAULT_OPSET) -> "onn
     return _model(g, _inputs(geometry), [out], "abdoseg_resample", opset)
 
 
+def build_inplane_graph(geometry: Geometry, opset: int = DEFAULT_OPSET) -> "onnx.ModelProto":
+    """ct [B,H,W] (+ spacing) -> plane [B,Ny,Nx]: the in-plane half of the resample, for any B consecutive slices."""
+    from onnx import TensorProto, helper
+
+    g = _GraphBuilder()
+    g.op("Identity", _inplane(g, "ct", "spacing", geometry), out="plane")
+    out = helper.make_tensor_value_info("plane", TensorProto.FLOAT, ["D", *geometry.shape[1:]])
+    return _model(g, _inputs(geometry), [out], "abdoseg_inplane", opset)
+
+
+def build_from_plane_graph(card: ModelCard, opset: int = DEFAULT_OPSET) -> "onnx.ModelProto":
+    """plane [D,Ny,Nx] (all the scan's slices, in-plane resampled; + spacing) -> image [1,C,Nz,Ny,Nx]: the rest of
+    the preprocessing (along z, then the windows)."""
+    from onnx import TensorProto, helper
+
+    g = _GraphBuilder()
+    _windows(g, _along_z(g, "plane", "spacing", card.geometry), card.windows, out="image")
+    ins = [helper.make_tensor_value_info("plane", TensorProto.FLOAT, ["D", *card.geometry.shape[1:]]),
+           *_inputs(card.geometry)[1:]]
+    out = helper.make_tensor_value_info("image", TensorProto.FLOAT, list(card.image_shape))
+    return _model(g, ins, [out], "abdoseg_from_plane", opset)
+
+
 def build_window_graph(card: ModelCard, opset: int = DEFAULT_OPSET) -> "onnx.ModelProto":
     """hu [Nz,Ny,Nx] -> image [1,C,Nz,Ny,Nx]: the windows alone (for testing training's twin)."""
     from onnx import TensorProto, helper
@@ -180,12 +226,31 @@ def _argmax_graph(card: ModelCard, opset: int) -> "onnx.ModelProto":
     return _model(g, ins, [out], "abdoseg_argmax", opset)
 
 
+def _like(model: "onnx.ModelProto", network: "onnx.ModelProto") -> "onnx.ModelProto":
+    """`model` with the network's IR version and its extra opset domains (onnx.compose.merge_models needs both)."""
+    model.ir_version = network.ir_version
+    model.opset_import.extend(o for o in network.opset_import if o.domain not in ("", "ai.onnx"))
+    return model
+
+
+def _default_opset(model: "onnx.ModelProto") -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), DEFAULT_OPSET)
+
+
+def merge_front(build: Callable[[ModelCard, int], "onnx.ModelProto"], card: ModelCard, rest: "onnx.ModelProto",
+                joint: str) -> "onnx.ModelProto":
+    """The graph `build(card, opset)` makes, feeding `rest` through the tensor both name `joint`."""
+    from onnx import compose
+
+    return compose.merge_models(_like(build(card, _default_opset(rest)), rest), rest, io_map=[(joint, joint)])
+
+
 def compose_with_network(network: "onnx.ModelProto", card: ModelCard) -> "onnx.ModelProto":
     """preprocess + network + ArgMax as one graph (input "ct" [+ "spacing"], output "classes")."""
     import onnx
     from onnx import compose
 
-    network_opset = next((o.version for o in network.opset_import if o.domain in ("", "ai.onnx")), DEFAULT_OPSET)
+    network_opset = _default_opset(network)
     opset = max(network_opset, 13)  # the preprocessing nodes need opset 13 (ReduceSum/Squeeze axes as inputs)
     if opset != network_opset:
         network = onnx.version_converter.convert_version(network, opset)
@@ -197,12 +262,7 @@ def compose_with_network(network: "onnx.ModelProto", card: ModelCard) -> "onnx.M
             f"{card.network_input!r} / {card.network_output!r}"
         )
     # merge_models needs one IR version and the same opset for the default domain on both sides
-    pre = build_preprocess_graph(card, opset)
-    post = _argmax_graph(card, opset)
-    for m in (pre, post):
-        m.ir_version = network.ir_version
-        extra = [o for o in network.opset_import if o.domain not in ("", "ai.onnx")]
-        m.opset_import.extend(extra)
+    pre, post = (_like(m, network) for m in (build_preprocess_graph(card, opset), _argmax_graph(card, opset)))
     net = compose.add_prefix(network, prefix="net/")
     both = compose.merge_models(pre, net, io_map=[("image", "net/" + card.network_input)])
     full = compose.merge_models(both, post, io_map=[("net/" + card.network_output, "scores")])

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from inference.card import Geometry, ModelCard
-from inference.preprocess_graph import DEFAULT_OPSET, IR_VERSION, _axis_weights, _GraphBuilder
+from inference.preprocess_graph import DEFAULT_OPSET, IR_VERSION, _GraphBuilder, _inplane
 
 if TYPE_CHECKING:
     import onnx
@@ -37,18 +37,8 @@ def _check(geometry: Geometry) -> None:
 
 
 def _resample_inplane(g: _GraphBuilder, ct: str, geometry: Geometry) -> str:
-    """Nodes resampling ct [B,H,W] int16 onto [B,Ny,Nx] float32 HU (the 3D path's y and x MatMuls)."""
-    shape = g.op("Shape", ct)
-    ct = g.op("Cast", ct, to=1)
-    weights = []
-    for axis, n_out in ((1, geometry.shape[1]), (2, geometry.shape[2])):
-        d = g.op("Gather", shape, g.const(np.array([axis], np.int64)))
-        d_f = g.op("Squeeze", g.op("Cast", d, to=1), g.const(np.array([0], np.int64)))
-        step = g.op("Div", d_f, g.const(np.float32(n_out)))
-        weights.append(_axis_weights(g, d_f, n_out, step)[0])
-    wy, wx = weights
-    bx = g.op("MatMul", ct, g.op("Transpose", wx, perm=[1, 0]))  # [B,H,Nx]
-    return g.op("MatMul", wy, bx)  # [Ny,H] @ [B,H,Nx] -> [B,Ny,Nx]
+    """Nodes resampling ct [B,H,W] int16 onto [B,Ny,Nx] float32 HU (the 3D path's in-plane half)."""
+    return _inplane(g, ct, None, geometry)
 
 
 def _intensity(g: _GraphBuilder, hu: str, card: ModelCard, out: str) -> str:

@@ -1,9 +1,11 @@
 """The segmentation graph in compiled parts, for a fast cold run and a small peak on a CPU.
 
-    graph    ct [D,H,W] (+ spacing) -> classes              a card without a slab_tail: the composed graph whole
-                                                            (preprocessing, network, ArgMax as comparisons)
-  or, where the card has a slab_tail (where its network may be cut):
-    prep     ct [D,H,W] (+ spacing) -> image [1,C,Nz,Ny,Nx] the card's preprocessing (preprocess_graph)
+    inplane  ct [B,H,W] (+ spacing) -> plane [B,Ny,Nx]     the in-plane half of the preprocessing, run on chunks of
+                                                            INPLANE_CHUNK slices into one [D,Ny,Nx] array
+    graph    plane [D,Ny,Nx] (+ spacing) -> classes         a card without a slab_tail: the rest of the
+                                                            preprocessing, the network and ArgMax (as comparisons)
+  or, where the card has a slab_tail (where its network may be cut), after the inplane part:
+    prep     plane [D,Ny,Nx] (+ spacing) -> image [1,C,..]  the rest of the card's preprocessing (preprocess_graph)
     trunk    image -> the card's cut tensor [1,F,Nz/s,..]   fixed shape
     tail     cut tensor, one z-slab at a time -> classes    fixed slab shape; ArgMax inside (as comparisons)
 
@@ -11,10 +13,13 @@ Each part is compiled once as its file states it (dynamic scan shapes, fixed can
 (--cache-dir, baked into the image) the parts are files there and OpenVINO's model cache holds their compiled
 blobs, found from the file without parsing it.
 
-The whole fp32 network keeps every full-resolution activation alive at once (~1.5 GB for the shipped net) and
-touches all of it fresh on a cold run; in slabs the full-resolution tail exists for one slab at a time and
-re-uses its buffers, slab after slab. Each slab carries `halo` cut-slices of context on both sides (the card's
-`slab_tail`, from the architecture's receptive field), so the labels equal the whole graph's.
+Every buffer of a dynamic-shape graph is fresh memory on a cold run (OpenVINO keeps them all; the kernel zeroes
+each page on first touch). The in-plane resample in chunks never makes the float copy of the whole scan and its
+x-resampled twin (~0.35 GB of fresh pages on 512x512x134: 418 -> 81 MB, first run 0.42 -> 0.30 s, 2-core EPYC).
+The whole fp32 network keeps every full-resolution activation alive at once (~1.5 GB for the shipped net); in
+slabs the full-resolution tail exists for one slab at a time and re-uses its buffers, slab after slab. Each slab
+carries `halo` cut-slices of context on both sides (the card's `slab_tail`, from the architecture's receptive
+field), so the labels equal the whole graph's.
 """
 from __future__ import annotations
 
@@ -82,14 +87,16 @@ def network_parts(composed: "onnx.ModelProto", tail_spec: SlabTail, image_shape:
     return {"trunk": trunk.SerializeToString(), "tail": tail.SerializeToString()}
 
 
-def whole_graph(composed: "onnx.ModelProto", num_classes: int) -> bytes:
-    """The composed graph (preprocessing, network, ArgMax as comparisons) as one part, serialized."""
+def whole_graph(composed: "onnx.ModelProto", card: ModelCard) -> bytes:
+    """The graph from the in-plane result on, serialized: the rest of the card's preprocessing
+    (build_from_plane_graph), then the composed graph's network and its ArgMax as comparisons."""
     import onnx
 
-    graph = onnx.ModelProto()
-    graph.CopyFrom(composed)
-    argmax_as_comparisons(graph, num_classes)
-    return graph.SerializeToString()
+    from inference.preprocess_graph import build_from_plane_graph, merge_front
+
+    network = onnx.utils.Extractor(composed).extract_model(["image"], ["classes"])
+    argmax_as_comparisons(network, card.num_classes)
+    return merge_front(build_from_plane_graph, card, network, "image").SerializeToString()
 
 
 def argmax_as_comparisons(model: "onnx.ModelProto", num_classes: int) -> None:
@@ -121,17 +128,19 @@ def argmax_as_comparisons(model: "onnx.ModelProto", num_classes: int) -> None:
     del model.graph.value_info[:]  # recorded types no longer hold downstream (int64 -> uint8); they are optional
 
 
-PARTS = ("prep", "trunk", "tail")  # a card with a slab_tail; without one, the graph is one part ("graph")
+SLAB_PARTS = ("prep", "trunk", "tail")  # after "inplane", where the card has a slab_tail; else "graph"
 #: Bumped when what the part files hold changes (2: the tail's slab length fixed in its file; 3: ArgMax as
-#: comparisons; 4: the graph whole where the card has no slab_tail), so that a cache folder written by an older
-#: version is not read as the current one.
-PARTS_FORMAT = 4
+#: comparisons; 4: the graph whole where the card has no slab_tail; 5: the in-plane resample as its own part), so
+#: that a cache folder written by an older version is not read as the current one.
+PARTS_FORMAT = 5
+#: Slices per run of the in-plane part: its buffers stay small (8 x 512 x 512 floats) and are re-used chunk by chunk.
+INPLANE_CHUNK = 8
 
 
 def graph_parts(card: ModelCard, composed: Callable[[], "onnx.ModelProto"], cache_dir: Path | None
                 ) -> dict[str, Path | bytes]:
-    """The card's graph in parts: {"graph"} (the composed graph whole), or {"prep", "trunk", "tail"} where the
-    card has a slab_tail. With a cache folder and a card checksum they are files under cache_dir/parts-<key>
+    """The card's graph in parts: {"inplane", "graph"}, or {"inplane", "prep", "trunk", "tail"} where the card
+    has a slab_tail. With a cache folder and a card checksum they are files under cache_dir/parts-<key>
     (written once, atomically), so a cold run reads them without importing onnx."""
     folder = None
     if cache_dir is not None and card.sha256:
@@ -141,13 +150,14 @@ def graph_parts(card: ModelCard, composed: Callable[[], "onnx.ModelProto"], cach
         folder = Path(cache_dir) / f"parts-{key}"
         if (folder / "parts.json").is_file():
             return {name: folder / f"{name}.onnx" for name in json.loads((folder / "parts.json").read_text())}
-    if card.slab_tail is None:
-        parts = {"graph": whole_graph(composed(), card.num_classes)}
-    else:
-        from inference.preprocess_graph import build_preprocess_graph
+    from inference.preprocess_graph import build_from_plane_graph, build_inplane_graph
 
-        parts = {"prep": build_preprocess_graph(card).SerializeToString(),
-                 **network_parts(composed(), card.slab_tail, card.image_shape, card.num_classes)}
+    parts = {"inplane": build_inplane_graph(card.geometry).SerializeToString()}
+    if card.slab_tail is None:
+        parts["graph"] = whole_graph(composed(), card)
+    else:
+        parts.update(prep=build_from_plane_graph(card).SerializeToString(),
+                     **network_parts(composed(), card.slab_tail, card.image_shape, card.num_classes))
     if folder is not None:
         try:
             _write_parts(folder, parts)
@@ -176,11 +186,43 @@ def open_parts(card: ModelCard, composed: Callable[[], "onnx.ModelProto"], runti
     """The card's graph (`composed()` makes it) in `runtime`, in its parts (graph_parts), each compiled now as
     its file states it, through `cache_dir`, which also keeps the parts as files: one Session."""
     parts = graph_parts(card, composed, cache_dir)
+
+    def opened(name: str, release_after_run: bool = True) -> Session:
+        return open_session(parts[name], runtime, threads, cache_dir=cache_dir, static_shapes=False,
+                            release_after_run=release_after_run)
+
     if "graph" in parts:
-        return open_session(parts["graph"], runtime, threads, cache_dir=cache_dir, static_shapes=False)
-    opened = {name: open_session(parts[name], runtime, threads, cache_dir=cache_dir, static_shapes=False,
-                                 release_after_run=name != "tail") for name in PARTS}
-    return StagedSession(opened["prep"], opened["trunk"], opened["tail"], card.slab_tail, card.geometry.shape[1:])
+        rest = opened("graph")
+    else:
+        prep, trunk, tail = (opened(name, release_after_run=name != "tail") for name in SLAB_PARTS)
+        rest = StagedSession(prep, trunk, tail, card.slab_tail, card.geometry.shape[1:])
+    return InPlaneChunks(opened("inplane", release_after_run=False), rest, card.geometry.shape[1:])
+
+
+class InPlaneChunks:
+    """A Session (runtime.Session): the in-plane part over chunks of INPLANE_CHUNK consecutive slices into one
+    [D,Ny,Nx] array (the last chunk shifted back to end at the last slice: one shape for all), then `rest` on it."""
+
+    def __init__(self, inplane: Session, rest: Session, canvas_yx: tuple[int, int]) -> None:
+        self.inplane, self.rest, self.canvas_yx = inplane, rest, tuple(canvas_yx)
+        self.input_names = inplane.input_names
+        self.description = f"{rest.description}; in-plane resample in chunks of {INPLANE_CHUNK} slices"
+
+    def prepare(self, shape: tuple[int, ...]) -> None:
+        """Nothing to compile per scan shape: every part has dynamic shapes."""
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        ct, others = feeds["ct"], {k: v for k, v in feeds.items() if k != "ct"}
+        depth, chunk = ct.shape[0], min(INPLANE_CHUNK, ct.shape[0])
+        plane = np.empty((depth, *self.canvas_yx), np.float32)
+        for start in [*range(0, depth - chunk, chunk), depth - chunk]:
+            plane[start:start + chunk] = self.inplane.run({"ct": ct[start:start + chunk], **others})
+        self.inplane.release()
+        return self.rest.run({"plane": plane, **others})
+
+    def release(self) -> None:
+        self.inplane.release()
+        self.rest.release()
 
 
 class StagedSession:
@@ -207,6 +249,10 @@ class StagedSession:
             classes[keep * s:keep_stop * s] = out[(keep - start) * s:(keep_stop - start) * s]
         self.tail.release()
         return classes
+
+    def release(self) -> None:
+        for part in (self.prep, self.trunk, self.tail):
+            part.release()
 
 
 def slab_agreement(composed: "onnx.ModelProto", card: ModelCard, seed: int = 0) -> float:

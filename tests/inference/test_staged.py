@@ -15,7 +15,7 @@ from inference.card import SlabTail, load_card
 from inference.pipeline import DEFAULT_CARD, FP32_CARD, Predictor
 from inference.runtime import open_session
 from inference.scan import Grid, canonical_hu
-from inference.staged import StagedSession, network_parts, slab_agreement, slab_plan
+from inference.staged import InPlaneChunks, StagedSession, network_parts, slab_agreement, slab_plan
 from tests.conftest import ROOT, real_image
 
 
@@ -62,7 +62,8 @@ def test_the_parts_give_the_composed_graphs_classes_on_a_real_scan(runtime, tmp_
     (tmp_path / "whole.json").write_text(json.dumps(whole_card))
     slabs = Predictor.load(FP32_CARD, runtime=runtime, threads=2).session
     whole = Predictor.load(tmp_path / "whole.json", runtime=runtime, threads=2).session
-    assert isinstance(slabs, StagedSession) and not isinstance(whole, StagedSession)
+    assert isinstance(slabs, InPlaneChunks) and isinstance(whole, InPlaneChunks)
+    assert isinstance(slabs.rest, StagedSession) and not isinstance(whole.rest, StagedSession)
     composed = open_session(FP32_CARD.parent / whole_card["model_file"], runtime, 2)
     image = sitk.ReadImage(str(real_image("abdpelvis3mm")))
     ct, spacing, _ = canonical_hu(sitk.GetArrayViewFromImage(image), Grid.of(image), "RAS")
@@ -71,7 +72,8 @@ def test_the_parts_give_the_composed_graphs_classes_on_a_real_scan(runtime, tmp_
     assert expected.any() and np.array_equal(slabs.run(feeds), expected) and np.array_equal(whole.run(feeds), expected)
 
 
-@pytest.mark.parametrize("card,parts", [(DEFAULT_CARD, ["graph"]), (FP32_CARD, ["prep", "tail", "trunk"])])
+@pytest.mark.parametrize("card,parts", [(DEFAULT_CARD, ["graph", "inplane"]),
+                                        (FP32_CARD, ["inplane", "prep", "tail", "trunk"])])
 def test_with_a_cache_folder_the_parts_are_files_and_a_cold_run_never_imports_onnx(card, parts, tmp_path):
     cache = tmp_path / "cache"
 
@@ -84,7 +86,7 @@ def test_with_a_cache_folder_the_parts_are_files_and_a_cold_run_never_imports_on
                               check=True).stdout.strip()
 
     assert run((40, 64, 64)) == "True False"  # first: the parts are cut out of the model file (onnx) and written
-    assert sorted(p.stem for p in cache.glob("parts-*/*.onnx")) == parts  # the INT8 card: its graph whole
+    assert sorted(p.stem for p in cache.glob("parts-*/*.onnx")) == parts  # the INT8 card: in-plane, then the rest whole
     blobs = sorted(cache.glob("*.blob"))
     assert len(blobs) == len(parts)  # OpenVINO's compiled parts, the preprocessing compiled for any scan shape
     assert run((33, 70, 58)) == "False False"  # then: read from the cache, no onnx import on the cold path
@@ -119,3 +121,21 @@ def test_argmax_as_comparisons_gives_argmax_ties_included(runtime):
     for seed in range(3):
         scores = np.random.default_rng(seed).integers(-2, 3, (1, k, 4, 5, 6)).astype(np.float32)  # many ties
         assert np.array_equal(session.run({"scores": scores}).reshape(4, 5, 6), np.argmax(scores[0], axis=0))
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+@pytest.mark.parametrize("depth", [3, 8, 13, 16])
+def test_the_inplane_part_in_chunks_then_the_rest_is_the_preprocessing_in_one_graph(runtime, depth):
+    """Chunks of INPLANE_CHUNK slices (fewer, one, or the last shifted back), then z and the windows: the image the
+    one-graph preprocessing gives, pad included (the scan is narrower than the canvas on every axis)."""
+    from inference.preprocess_graph import build_from_plane_graph, build_inplane_graph, build_preprocess_graph
+
+    card, _ = load_card(DEFAULT_CARD)
+    ct = np.random.default_rng(depth).integers(-1024, 1500, (depth, 70, 58)).astype(np.int16)
+    feeds = {"ct": ct, "spacing": np.asarray((5.0, 6.0, 6.0), np.float32)}
+    one, inplane, rest = (open_session(g(x).SerializeToString(), runtime, 2) for g, x in (
+        (build_preprocess_graph, card), (build_inplane_graph, card.geometry), (build_from_plane_graph, card)))
+    expected = one.run(feeds)
+    assert (expected == 0).mean() > 0.5 and ((expected > 0) & (expected < 1)).any()  # mostly pad, some scan
+    image = InPlaneChunks(inplane, rest, card.geometry.shape[1:]).run(feeds)
+    np.testing.assert_allclose(image, expected, rtol=0, atol=1e-5)  # window units: 1e-5 of 100-400 HU
