@@ -474,8 +474,11 @@ def nifti_header(grid: Grid) -> bytes:
 
 
 def encode_labels(labels: np.ndarray, grid: Grid) -> bytes:
-    """A uint8 (z,y,x) label map on `grid` as the bytes of a .nii.gz (ITK's header, fast-level deflate)."""
-    labels = np.ascontiguousarray(labels, dtype=np.uint8)
+    """A uint8 (z,y,x) label map on `grid` as the bytes of a .nii.gz (ITK's header, fast-level deflate).
+
+    Deflated plane by plane: a flipped or transposed view (the canonical result seen in the scan's stored order) is
+    made contiguous one z-plane at a time, never copied whole (35 MB of fresh pages on 512x512x134)."""
+    labels = np.asarray(labels)
     if labels.shape != tuple(grid.size)[::-1]:
         raise ValueError(f"label map shape {labels.shape} differs from the scan's {tuple(grid.size)[::-1]} (z,y,x)")
     header = nifti_header(grid)
@@ -484,7 +487,9 @@ def encode_labels(labels: np.ndarray, grid: Grid) -> bytes:
     except ImportError:  # pragma: no cover - isal is a runtime requirement
         import zlib as deflate
     packer = deflate.compressobj(1, deflate.DEFLATED, 31)  # gzip container, fastest level: labels compress well
-    return packer.compress(header) + packer.compress(memoryview(labels).cast("B")) + packer.flush()
+    pieces = [packer.compress(header)]
+    pieces += [packer.compress(np.ascontiguousarray(plane, dtype=np.uint8)) for plane in labels]
+    return b"".join([*pieces, packer.flush()])
 
 
 @contextmanager
