@@ -61,8 +61,13 @@ def _resample_numpy(ct, maps, pad):
     return np.where(inside, out, pad)
 
 
-@pytest.mark.parametrize("geometry", [Geometry("resize", (24, 40, 36)), Geometry("spacing", (24, 40, 36), (5.0, 3.0, 2.5))])
+@pytest.mark.parametrize("geometry", [
+    Geometry("resize", (24, 40, 36)),
+    Geometry("spacing", (24, 40, 36), (5.0, 3.0, 2.5)),  # downsampled; the canvas overhangs the scan on every axis
+    Geometry("spacing", (24, 40, 36), (2.0, 0.8, 0.6)),  # upsampled (steps < 1); the scan overhangs the canvas
+])
 def test_graph_resample_equals_numpy_in_both_runtimes(geometry):
+    """The banded MatMuls (each output block on its input window) give the dense numpy definition."""
     import onnxruntime as ort
     import openvino as ov
 
