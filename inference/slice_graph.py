@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from inference.card import Geometry, ModelCard
-from inference.preprocess_graph import DEFAULT_OPSET, IR_VERSION, _GraphBuilder, _inplane
+from inference.preprocess_graph import DEFAULT_OPSET, IR_VERSION, _default_opset, _GraphBuilder, _inplane, _like
 
 if TYPE_CHECKING:
     import onnx
@@ -34,11 +34,6 @@ INPUT, OUTPUT = "ct", "classes"
 def _check(geometry: Geometry) -> None:
     if geometry.mode != "slices":
         raise ValueError(f"the slice graph needs geometry mode 'slices', got {geometry.mode!r}")
-
-
-def _resample_inplane(g: _GraphBuilder, ct: str, geometry: Geometry) -> str:
-    """Nodes resampling ct [B,H,W] int16 onto [B,Ny,Nx] float32 HU (the 3D path's in-plane half)."""
-    return _inplane(g, ct, None, geometry)
 
 
 def _intensity(g: _GraphBuilder, hu: str, card: ModelCard, out: str) -> str:
@@ -74,7 +69,7 @@ def build_slice_resample_graph(geometry: Geometry, opset: int = DEFAULT_OPSET) -
 
     _check(geometry)
     g = _GraphBuilder(prefix="slice/")
-    g.op("Identity", _resample_inplane(g, INPUT, geometry), out="hu")
+    g.op("Identity", _inplane(g, INPUT, None, geometry), out="hu")
     out = helper.make_tensor_value_info("hu", TensorProto.FLOAT, ["B", *geometry.shape[1:]])
     return _model(g, [out], "abdoseg_slice_resample", opset)
 
@@ -85,7 +80,7 @@ def build_slice_preprocess_graph(card: ModelCard, opset: int = DEFAULT_OPSET) ->
 
     _check(card.geometry)
     g = _GraphBuilder(prefix="slice/")
-    _intensity(g, _resample_inplane(g, INPUT, card.geometry), card, out="slices")
+    _intensity(g, _inplane(g, INPUT, None, card.geometry), card, out="slices")
     out = helper.make_tensor_value_info("slices", TensorProto.FLOAT, ["B", len(card.windows), *card.geometry.shape[1:]])
     return _model(g, [out], "abdoseg_slice_preprocess", opset)
 
@@ -110,7 +105,7 @@ def compose_slices_with_network(network: "onnx.ModelProto", card: ModelCard) -> 
     import onnx
     from onnx import compose
 
-    network_opset = next((o.version for o in network.opset_import if o.domain in ("", "ai.onnx")), DEFAULT_OPSET)
+    network_opset = _default_opset(network)
     opset = max(network_opset, 13)  # ReduceSum/Squeeze with axes as inputs
     if opset != network_opset:
         network = onnx.version_converter.convert_version(network, opset)
@@ -119,10 +114,7 @@ def compose_slices_with_network(network: "onnx.ModelProto", card: ModelCard) -> 
     if card.network_input not in in_names or card.network_output not in out_names:
         raise ValueError(f"network inputs {in_names} / outputs {out_names} do not match the card's "
                          f"{card.network_input!r} / {card.network_output!r}")
-    pre, post = build_slice_preprocess_graph(card, opset), _argmax_graph(card, opset)
-    for m in (pre, post):
-        m.ir_version = network.ir_version
-        m.opset_import.extend(o for o in network.opset_import if o.domain not in ("", "ai.onnx"))
+    pre, post = (_like(m, network) for m in (build_slice_preprocess_graph(card, opset), _argmax_graph(card, opset)))
     net = compose.add_prefix(network, prefix="net/")
     both = compose.merge_models(pre, net, io_map=[("slices", "net/" + card.network_input)])
     full = compose.merge_models(both, post, io_map=[("net/" + card.network_output, "logits")])

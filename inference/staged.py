@@ -57,11 +57,8 @@ def slab_plan(depth: int, tail: SlabTail) -> list[Slab]:
     return runs
 
 
-def network_parts(composed: "onnx.ModelProto", tail_spec: SlabTail, image_shape: tuple[int, ...],
-                  num_classes: int) -> dict[str, bytes]:
-    """The composed graph's network cut at the card's cut tensor, serialized: {"trunk": image -> cut, "tail": cut
-    -> classes, its ArgMax as comparisons}, the tail's input one slab of `slab_plan` (every slab has the same
-    length). `image_shape`: the network's input."""
+def network_of(composed: "onnx.ModelProto", image_shape: tuple[int, ...]) -> "onnx.ModelProto":
+    """The composed graph's network and ArgMax ("image" [image_shape] -> "classes"), every tensor's shape inferred."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -69,8 +66,17 @@ def network_parts(composed: "onnx.ModelProto", tail_spec: SlabTail, image_shape:
     graph.CopyFrom(composed)
     del graph.graph.value_info[:]
     graph.graph.value_info.append(helper.make_tensor_value_info("image", TensorProto.FLOAT, list(image_shape)))
-    network = onnx.shape_inference.infer_shapes(onnx.utils.Extractor(graph).extract_model(["image"], ["classes"]))
-    extractor = onnx.utils.Extractor(network)  # every tensor's shape known, from "image"
+    return onnx.shape_inference.infer_shapes(onnx.utils.Extractor(graph).extract_model(["image"], ["classes"]))
+
+
+def network_parts(composed: "onnx.ModelProto", tail_spec: SlabTail, image_shape: tuple[int, ...],
+                  num_classes: int) -> dict[str, bytes]:
+    """The composed graph's network cut at the card's cut tensor, serialized: {"trunk": image -> cut, "tail": cut
+    -> classes, its ArgMax as comparisons}, the tail's input one slab of `slab_plan` (every slab has the same
+    length). `image_shape`: the network's input."""
+    import onnx
+
+    extractor = onnx.utils.Extractor(network_of(composed, image_shape))  # every tensor's shape known, from "image"
     trunk = extractor.extract_model(["image"], [tail_spec.cut])
     tail = extractor.extract_model([tail_spec.cut], ["classes"])
     cut_shape = tuple(d.dim_value for d in trunk.graph.output[0].type.tensor_type.shape.dim)
@@ -90,11 +96,9 @@ def network_parts(composed: "onnx.ModelProto", tail_spec: SlabTail, image_shape:
 def whole_graph(composed: "onnx.ModelProto", card: ModelCard) -> bytes:
     """The graph from the in-plane result on, serialized: the rest of the card's preprocessing
     (build_from_plane_graph), then the composed graph's network and its ArgMax as comparisons."""
-    import onnx
-
     from inference.preprocess_graph import build_from_plane_graph, merge_front
 
-    network = onnx.utils.Extractor(composed).extract_model(["image"], ["classes"])
+    network = network_of(composed, card.image_shape)
     argmax_as_comparisons(network, card.num_classes)
     return merge_front(build_from_plane_graph, card, network, "image").SerializeToString()
 
@@ -258,10 +262,8 @@ class StagedSession:
 def slab_agreement(composed: "onnx.ModelProto", card: ModelCard, seed: int = 0) -> float:
     """Fraction of canvas voxels whose class the staged network (trunk + tail in z-slabs, onnxruntime) gives
     exactly as the whole network does, on a random image: 1.0 when the card's cut and halo are right."""
-    import onnx
-
     parts = network_parts(composed, card.slab_tail, card.image_shape, card.num_classes)
-    whole = onnx.utils.Extractor(composed).extract_model(["image"], ["classes"]).SerializeToString()
+    whole = network_of(composed, card.image_shape).SerializeToString()
     whole, trunk, tail = (open_session(m, "onnxruntime", 1) for m in (whole, parts["trunk"], parts["tail"]))
     staged = StagedSession(_Identity("image"), trunk, tail, card.slab_tail, card.geometry.shape[1:])
     image = np.random.default_rng(seed).random(card.image_shape, dtype=np.float32)
