@@ -181,12 +181,12 @@ def cost(runtime: str, threads: int, repeats: int) -> None:
     network forward (steady state), peak RSS, and the whole run."""
     import statistics
 
-    from benchmarks.bench_pipeline import bare_forward, cold_run
+    from benchmarks.bench_pipeline import BareForward, cold_run
     from inference.pipeline import DEFAULT_CARD
 
     scan = whole_body_volume()
     extra = ["--runtime", runtime, "--threads", str(threads), "--device", "cpu"]
-    forward = statistics.median(bare_forward(str(DEFAULT_CARD), None, runtime, threads, repeats)[1])  # steady runs
+    forward = statistics.median(BareForward(str(DEFAULT_CARD), None, runtime, threads).steady(repeats))
     runs = [cold_run(scan, extra) for _ in range(repeats)]
     locate = [r["record"]["seconds"]["locate"] for r in runs]
     med = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]["record"]

@@ -385,48 +385,46 @@ def _verbatim_nifti_voxels(reader: sitk.ImageFileReader) -> np.ndarray | None:
                 return None
         voxels = np.fromfile(path, dtype=dtype, count=count, offset=offset)
         return voxels.reshape(shape) if voxels.size == count else None
+    end = offset + count * dtype.itemsize
+    data = _inflate(path, end)
+    if data is None or data[:4].tobytes() != _NIFTI1_LITTLE_ENDIAN:
+        return None  # e.g. a stream ISA-L refuses (read_array counts it and says why), big-endian, NIfTI-2
+    return data[offset:end].view(dtype).reshape(shape)
+
+
+#: Inflated bytes past the voxels that the fast path checks (CRC, end of stream) before it leaves a file to ITK.
+_INFLATE_TAIL = 1 << 20
+
+
+def _inflate(path: Path, size: int) -> np.ndarray | None:
+    """The first `size` bytes that the gzip file at `path` inflates to, in a new writable uint8 array, ISA-L writing
+    straight into it (no compressed copy in memory, no pieces copied: 0.24 against 0.29 s and 17 k against 27 k
+    fresh pages for 70 MB, 2-core EPYC); consecutive members are read on, as zlib's gzread (ITK) does. The whole
+    stream is inflated, so every member's CRC and length are checked. None when the stream holds fewer bytes, does
+    not end, fails a check, or holds more than _INFLATE_TAIL bytes past `size`: read_array then says why, or ITK
+    reads it."""
     try:
         from isal import isal_zlib
     except ImportError:
         return None
-    end = offset + count * dtype.itemsize
-    try:
-        data = _inflate_first_member(isal_zlib.decompressobj(wbits=31), path.read_bytes(), end)
-    except isal_zlib.error:
-        return None  # read_array counts the stream and says why it is unusable
-    if data is None or data[:4].tobytes() != _NIFTI1_LITTLE_ENDIAN:
-        return None  # e.g. a multi-member gzip (only the first member is inflated here), big-endian, NIfTI-2
-    return data[offset:end].view(dtype).reshape(shape)
-
-
-_INFLATE_IN, _INFLATE_OUT = 1 << 18, 1 << 22  # compressed bytes fed per call; inflated bytes returned per call
-
-
-def _inflate_first_member(inflater, packed: bytes, size: int) -> np.ndarray | None:
-    """The first `size` bytes that the first gzip member of `packed` inflates to, in a new writable uint8 array;
-    None when that member holds fewer or does not end (truncated). The whole member is inflated, so that its CRC
-    and length are checked; what it holds past `size` is dropped a piece at a time (bounded memory). As fast as
-    one `decompress` call here (0.24-0.30 s for 70 MB, 2-core EPYC)."""
     out = np.empty(size, np.uint8)
-    done, view = 0, memoryview(packed)
-
-    def keep(piece: bytes) -> bool:
-        nonlocal done
-        take = min(len(piece), size - done)
-        out[done:done + take] = np.frombuffer(piece, np.uint8, count=take)
-        done += take
-        return bool(piece)
-
-    for start in range(0, len(packed), _INFLATE_IN):
-        pending = view[start:start + _INFLATE_IN]
-        while len(pending) and not inflater.eof:
-            keep(inflater.decompress(pending, _INFLATE_OUT))
-            pending = inflater.unconsumed_tail
-        if inflater.eof:
-            break
-    while not inflater.eof and keep(inflater.decompress(b"", _INFLATE_OUT)):  # output held back by the limit
-        pass
-    return out if inflater.eof and done == size else None
+    view, done = memoryview(out), 0
+    try:
+        with open(path, "rb", buffering=0) as f:
+            reader = isal_zlib._GzipReader(f, 1 << 18)  # igzip's C reader: readinto inflates into `out`
+            while done < size:
+                got = reader.readinto(view[done:])
+                if not got:
+                    return None
+                done += got
+            tail = 0
+            while piece := reader.read(1 << 16):  # b"" once the last member's CRC and length are checked
+                tail += len(piece)
+                if tail > _INFLATE_TAIL:
+                    return None
+            return out
+    except (isal_zlib.error, EOFError, OSError):  # a bad CRC/length (BadGzipFile is an OSError), a cut stream
+        return None
 
 
 def _itk_reason(error: RuntimeError) -> str:

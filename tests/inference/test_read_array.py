@@ -56,22 +56,38 @@ def test_inflated_voxels_are_a_writable_view_of_the_inflated_buffer(tmp_path):
 
 
 @pytest.mark.parametrize("size", [100, 5_000_000])
-def test_inflating_in_pieces_gives_the_whole_first_member_and_checks_it(size):
-    from isal import isal_zlib
+def test_inflating_reads_across_members_and_checks_the_whole_stream(tmp_path, size):
+    """As zlib's gzread (ITK): consecutive members are one stream; what lies past the voxels is inflated and checked."""
+    from inference.io import _INFLATE_TAIL, _inflate
 
-    from inference.io import _inflate_first_member
+    raw = np.random.default_rng(0).integers(0, 4, size, dtype=np.uint8).tobytes()  # compresses ~4x: many reads
+    path = tmp_path / "scan.nii.gz"
 
-    raw = np.random.default_rng(0).integers(0, 4, size, dtype=np.uint8).tobytes()  # compresses ~4x: many pieces
-    packed = gzip.compress(raw) + gzip.compress(b"second member")
-    inflate = lambda data, n: _inflate_first_member(isal_zlib.decompressobj(wbits=31), data, n)  # noqa: E731
-    assert inflate(packed, size).tobytes() == raw
-    assert inflate(packed, size - 7).tobytes() == raw[:-7]  # the rest of the member is inflated and dropped
-    assert inflate(packed, size + 1) is None  # the member holds fewer bytes than asked for
-    assert inflate(packed[: len(packed) // 3], size // 4) is None  # truncated: no end, whatever was asked for
+    def inflate(packed: bytes, n: int):
+        path.write_bytes(packed)
+        return _inflate(path, n)
+
+    two_members = gzip.compress(raw[: size // 3]) + gzip.compress(raw[size // 3:])
+    assert inflate(two_members, size).tobytes() == raw
+    assert inflate(two_members, size - 7).tobytes() == raw[:-7]  # the rest is inflated and checked, then dropped
+    assert inflate(two_members, size + 1) is None  # the stream holds fewer bytes than asked for
+    assert inflate(two_members[: len(two_members) // 3], size // 4) is None  # truncated: no end
     corrupt = bytearray(gzip.compress(raw))
     corrupt[-8] ^= 0xFF  # the CRC in the trailer
-    with pytest.raises(isal_zlib.error):
-        inflate(bytes(corrupt), size)
+    assert inflate(bytes(corrupt), size) is None
+    assert inflate(gzip.compress(raw) + b"not gzip", size) is None  # trailing bytes that are no member
+    long_tail = gzip.compress(raw + bytes(_INFLATE_TAIL + 1))
+    assert inflate(long_tail, size) is None  # past the voxels, more than the fast path checks: ITK reads it
+    assert inflate(gzip.compress(raw + bytes(_INFLATE_TAIL)), size).tobytes() == raw
+
+
+def test_multi_member_nifti_is_read_verbatim_as_itk_reads_it(tmp_path):
+    plain = tmp_path / "plain.nii"
+    sitk.WriteImage(_image(np.int16, shape=(9, 8, 7)), str(plain))
+    raw = plain.read_bytes()
+    path = tmp_path / "scan_0000.nii.gz"
+    path.write_bytes(gzip.compress(raw[:500]) + gzip.compress(raw[500:]))  # the cut inside the voxels
+    _assert_same_as_itk(path, fast_path=True)
 
 
 @pytest.mark.parametrize("slope, inter", [(2.0, 0.0), (1.0, -1024.0)])
