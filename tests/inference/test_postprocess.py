@@ -108,3 +108,25 @@ def test_component_rule_drops_pieces_below_the_minimum_volume():
     assert (out == 1).sum() == 125  # the small piece goes although two pieces may stay
     assert not keep_largest_components(v, {1: ComponentRule(keep=1, min_ml=2.0)}, spacing=(2.0, 2.0, 2.0)).any()
     assert ComponentRule.parse(ComponentRule(1, min_ml=30.0).to_json()) == ComponentRule(1, min_ml=30.0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_component_statistics_equal_cc3d_statistics(seed):
+    """Counts and boxes from the labelled voxels alone: as cc3d.statistics gives them (background count included)."""
+    import cc3d
+
+    from inference.postprocess import component_statistics
+
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((23, 31, 29), np.uint8)
+    for _ in range(12):  # blocks of several labels, some touching, some alone
+        z, y, x = (rng.integers(0, d - 3) for d in labels.shape)
+        labels[z:z + rng.integers(1, 6), y:y + rng.integers(1, 9), x:x + rng.integers(1, 9)] = rng.integers(1, 5)
+    labels[rng.random(labels.shape) < 0.01] = 3  # specks: many one-voxel components
+    components, n = cc3d.connected_components(labels, connectivity=26, return_N=True)
+    sizes, boxes, label_of = component_statistics(labels, components, n)
+    expected = cc3d.statistics(components)
+    np.testing.assert_array_equal(sizes, expected["voxel_counts"])
+    assert boxes[1:] == list(expected["bounding_boxes"][1:])
+    for i in range(1, n + 1):
+        assert np.all(labels[components == i] == label_of[i])
