@@ -10,7 +10,8 @@ wall time from exec to exit, peak RSS of that process (its VmHWM, as it logs it)
 Beside each size, COBRA's published pipeline (benchmarks/cobra_pipeline.py, the peer file, a fresh process) in the
 same run, so every figure is also a ratio on one machine: the runs alternate (ours, COBRA's, ours, ...) and /COBRA is
 the median of the pairs' ratios (a shared host drifts by +-15 % within minutes); likewise "- fwd" is the median of
-each cold run less the steady forward timed right after it (the network compiled once in this process). Targets (issue 13, on this machine):
+each cold run less the steady forward timed right after it (the network compiled once in this process), and "floor"
+is benchmarks/floor_process.py beside each run: a fresh process with the same imports, read and write, no model. Targets (issue 13, on this machine):
 cold 512^2x134 <= 0.25x COBRA's pipeline, cold e2e - steady forward <= 1.0 s; peak RSS <= 1.5 GB at 336 slices, <= 3 GB at 672.
 """
 from __future__ import annotations
@@ -116,6 +117,16 @@ class BareForward:
         return times
 
 
+def floor_cold(scan: Path) -> float:
+    """Wall seconds of benchmarks/floor_process.py on `scan` as one fresh process: the imports, the read and the
+    write of a cold run, without any model work."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "floor_process.py"), str(scan), str(Path(tmp, "out.nii.gz"))]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        return time.perf_counter() - t0
+
+
 def cobra_cold(scan: Path, threads: int) -> tuple[float, float] | None:
     """Wall seconds and peak RSS (MB) of COBRA's published pipeline as one fresh process (None: no peer file)."""
     if not COBRA_PEER.is_file():
@@ -166,15 +177,16 @@ def main() -> None:
     print(f"CPU: {cpu_model()}")
     print(f"runtime {a.runtime}, {threads} threads, card {a.card}; bare network forward: first run {bare.first:.2f} s, "
           f"steady (median of {a.repeats}) {fwd:.2f} s  [{', '.join(f'{t:.2f}' for t in forward)}]")
-    header = (f"{'case':8} {'size':14} {'cold e2e s':>11} {'- fwd s':>8} {'COBRA s':>8} {'/COBRA':>7} "
+    header = (f"{'case':8} {'size':14} {'cold e2e s':>11} {'- fwd s':>8} {'floor s':>8} {'COBRA s':>8} {'/COBRA':>7} "
               f"{'peak RSS MB':>12}  stages (s, median run)")
     print(header)
     print("-" * len(header))
     for size, scan in volumes.items():
-        runs, cobra, fwds = [], [], []
+        runs, cobra, fwds, floors = [], [], [], []
         for _ in range(a.repeats):  # alternating, so that each ratio compares runs on the host in the same state
             runs.append(cold_run(scan, extra))
             fwds.append(statistics.median(bare.steady(3)))  # the forward beside this cold run
+            floors.append(floor_cold(scan))
             cobra.append(cobra_cold(scan, threads) if not a.skip_cobra else None)
         cobra_s = statistics.median(c[0] for c in cobra) if cobra[0] else float("nan")
         walls = [r["wall"] for r in runs]
@@ -185,7 +197,8 @@ def main() -> None:
         stages = " ".join(f"{k} {v:.2f}" for k, v in rec["seconds"].items())
         dims = "x".join(str(s) for s in rec["input_size"])
         beyond = statistics.median(w - f for w, f in zip(walls, fwds))  # cold e2e - the forward timed beside it
-        print(f"bench{size:3} {dims:14} {wall:11.2f} {beyond:8.2f} {cobra_s:8.2f} {ratio:7.3f} "
+        floor = statistics.median(floors)
+        print(f"bench{size:3} {dims:14} {wall:11.2f} {beyond:8.2f} {floor:8.2f} {cobra_s:8.2f} {ratio:7.3f} "
               f"{max(r['rss_mb'] for r in runs):12.0f}  load {rec['model_load_s']:.2f} {stages}  "
               f"[walls {', '.join(f'{w:.2f}' for w in walls)}; forward {', '.join(f'{f:.2f}' for f in fwds)}; COBRA "
               f"{', '.join(f'{c[0]:.2f}' for c in cobra if c)}"

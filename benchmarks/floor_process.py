@@ -1,0 +1,35 @@
+"""The floor of a cold run on this machine: a fresh process that does what the pipeline does around the model and
+nothing else — the same interpreter settings and imports (numpy, SimpleITK, OpenVINO, the app), the scan read as the
+pipeline reads it (SimpleITK header, ISA-L inflate) and a label map of zeros written on its grid as the pipeline
+writes it — with no model, no preprocessing and no post-processing. bench_pipeline.py times it beside each cold run:
+cold e2e - floor - steady forward is what the model's own work costs beyond its steady forward.
+
+    python benchmarks/floor_process.py SCAN OUT.nii.gz
+"""
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as inference/__main__.py
+os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from inference.io import read_array, read_header, write_labels_atomic  # noqa: E402
+from inference.runtime import import_openvino  # noqa: E402
+from inference.scan import Grid  # noqa: E402
+
+
+def main() -> None:
+    scan, out = Path(sys.argv[1]), Path(sys.argv[2])
+    import_openvino()
+    reader = read_header(scan)
+    voxels = read_array(reader)
+    write_labels_atomic(np.zeros(voxels.shape, np.uint8), Grid.of(reader), out)
+    sys.stdout.flush()
+    os._exit(0)  # as python -m inference: no interpreter teardown
+
+
+if __name__ == "__main__":
+    main()
