@@ -11,8 +11,9 @@ Beside each size, COBRA's published pipeline (benchmarks/cobra_pipeline.py, the 
 same run, so every figure is also a ratio on one machine: the runs alternate (ours, COBRA's, ours, ...) and /COBRA is
 the median of the pairs' ratios (a shared host drifts by +-15 % within minutes); likewise "- fwd" is the median of
 each cold run less the steady forward timed right after it (the network compiled once in this process), and "floor"
-is benchmarks/floor_process.py beside each run: a fresh process with the same imports, read and write, no model. Targets (issue 13, on this machine):
-cold 512^2x134 <= 0.25x COBRA's pipeline, cold e2e - steady forward <= 1.0 s; peak RSS <= 1.5 GB at 336 slices, <= 3 GB at 672.
+is benchmarks/floor_process.py beside each run: a fresh process with the same imports, read and write, no model.
+Targets (issue 13, on this machine): cold 512^2x134 <= 0.25x COBRA's pipeline, cold e2e - steady forward <= 1.0 s;
+peak RSS <= 1.5 GB at 336 slices, <= 3 GB at 672.
 """
 from __future__ import annotations
 

@@ -112,7 +112,8 @@ def _axis_step(g: _GraphBuilder, src: str, spacing: str | None, geometry: Geomet
     d_f = g.op("Squeeze", g.op("Cast", d, to=1), g.const(np.array([0], np.int64)))  # scalar float
     if geometry.mode != "spacing":
         return d, d_f, g.op("Div", d_f, g.const(np.float32(geometry.shape[axis])))
-    s_in = g.op("Squeeze", g.op("Gather", spacing, g.const(np.array([axis], np.int64))), g.const(np.array([0], np.int64)))
+    s_in = g.op("Squeeze", g.op("Gather", spacing, g.const(np.array([axis], np.int64))),
+                g.const(np.array([0], np.int64)))
     return d, d_f, g.op("Div", g.const(np.float32(geometry.spacing[axis])), s_in)
 
 
