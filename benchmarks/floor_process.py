@@ -10,9 +10,11 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as inference/__main__.py
-os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from inference.environment import set_process_environment  # noqa: E402
+
+set_process_environment()  # as python -m inference, before numpy loads
 
 import numpy as np  # noqa: E402
 
