@@ -296,13 +296,17 @@ def merge_front(build: Callable[[ModelCard, int], "onnx.ModelProto"], card: Mode
     return compose.merge_models(_like(build(card, _default_opset(rest)), rest), rest, io_map=[(joint, joint)])
 
 
-def compose_with_network(network: "onnx.ModelProto", card: ModelCard) -> "onnx.ModelProto":
-    """preprocess + network + ArgMax as one graph (input "ct" [+ "spacing"], output "classes")."""
+def compose_around(network: "onnx.ModelProto", card: ModelCard,
+                   front: Callable[[ModelCard, int], "onnx.ModelProto"], front_out: str,
+                   back: Callable[[ModelCard, int], "onnx.ModelProto"], back_in: str) -> "onnx.ModelProto":
+    """`front` + network + `back` as one graph, the network's input fed by `front_out` and its output feeding
+    `back_in`: the network brought to opset 13 at least (the preprocessing's ReduceSum/Squeeze take axes as
+    inputs), checked against the card's input and output names, and every part given one IR version and opset."""
     import onnx
     from onnx import compose
 
     network_opset = _default_opset(network)
-    opset = max(network_opset, 13)  # the preprocessing nodes need opset 13 (ReduceSum/Squeeze axes as inputs)
+    opset = max(network_opset, 13)
     if opset != network_opset:
         network = onnx.version_converter.convert_version(network, opset)
     in_names = [i.name for i in network.graph.input]
@@ -313,9 +317,14 @@ def compose_with_network(network: "onnx.ModelProto", card: ModelCard) -> "onnx.M
             f"{card.network_input!r} / {card.network_output!r}"
         )
     # merge_models needs one IR version and the same opset for the default domain on both sides
-    pre, post = (_like(m, network) for m in (build_preprocess_graph(card, opset), _argmax_graph(card, opset)))
+    pre, post = (_like(build(card, opset), network) for build in (front, back))
     net = compose.add_prefix(network, prefix="net/")
-    both = compose.merge_models(pre, net, io_map=[("image", "net/" + card.network_input)])
-    full = compose.merge_models(both, post, io_map=[("net/" + card.network_output, "scores")])
+    both = compose.merge_models(pre, net, io_map=[(front_out, "net/" + card.network_input)])
+    full = compose.merge_models(both, post, io_map=[("net/" + card.network_output, back_in)])
     full.graph.name = f"abdoseg_{card.name}"
     return full
+
+
+def compose_with_network(network: "onnx.ModelProto", card: ModelCard) -> "onnx.ModelProto":
+    """preprocess + network + ArgMax as one graph (input "ct" [+ "spacing"], output "classes")."""
+    return compose_around(network, card, build_preprocess_graph, "image", _argmax_graph, "scores")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from inference.card import Geometry, ModelCard
-from inference.preprocess_graph import DEFAULT_OPSET, IR_VERSION, _default_opset, _GraphBuilder, _inplane, _like
+from inference.preprocess_graph import DEFAULT_OPSET, IR_VERSION, _GraphBuilder, _inplane, compose_around
 
 if TYPE_CHECKING:
     import onnx
@@ -102,24 +102,7 @@ def _argmax_graph(card: ModelCard, opset: int) -> "onnx.ModelProto":
 
 def compose_slices_with_network(network: "onnx.ModelProto", card: ModelCard) -> "onnx.ModelProto":
     """slice preprocess + 2D network + ArgMax as one graph: "ct" [B,H,W] int16 -> "classes" [B,Ny,Nx] uint8."""
-    import onnx
-    from onnx import compose
-
-    network_opset = _default_opset(network)
-    opset = max(network_opset, 13)  # ReduceSum/Squeeze with axes as inputs
-    if opset != network_opset:
-        network = onnx.version_converter.convert_version(network, opset)
-    in_names = [i.name for i in network.graph.input]
-    out_names = [o.name for o in network.graph.output]
-    if card.network_input not in in_names or card.network_output not in out_names:
-        raise ValueError(f"network inputs {in_names} / outputs {out_names} do not match the card's "
-                         f"{card.network_input!r} / {card.network_output!r}")
-    pre, post = (_like(m, network) for m in (build_slice_preprocess_graph(card, opset), _argmax_graph(card, opset)))
-    net = compose.add_prefix(network, prefix="net/")
-    both = compose.merge_models(pre, net, io_map=[("slices", "net/" + card.network_input)])
-    full = compose.merge_models(both, post, io_map=[("net/" + card.network_output, "logits")])
-    full.graph.name = f"abdoseg_{card.name}"
-    return full
+    return compose_around(network, card, build_slice_preprocess_graph, "slices", _argmax_graph, "logits")
 
 
 class SliceBatches:
