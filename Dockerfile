@@ -6,7 +6,8 @@
 #       abdoseg:latest /bin/bash -c "sh predict.sh"
 #
 # Stages: python (Debian's python3) <- venv (pip installs requirements.txt, then trims) ; the final image is python
-# plus a copy of the venv, the repository's predict.sh, inference/ and weights/, and a warm-up run's model cache.
+# plus a copy of the venv, the repository's predict.sh, the runtime part of the abdoseg package (inference, networks,
+# weights; .dockerignore) and a warm-up run's model cache.
 # Layer order keeps the pip layer cached until requirements*.txt change.
 
 FROM debian:bookworm-slim AS python
@@ -68,16 +69,18 @@ FROM python
 # Metadata first, then few big steps: under vfs storage (the CI fallback) each step copies the whole tree.
 LABEL org.opencontainers.image.title="abdoseg" \
       org.opencontainers.image.description="Abdominal organ segmentation (liver, kidneys, spleen, pancreas) for CT"
-# The graph's parts have fixed or dynamic shapes (inference/staged.py), so the warm-up's compiled blobs are what every
-# scan loads from OpenVINO's model cache under ABDOSEG_CACHE_DIR (a miss, e.g. another OpenVINO, compiles as before).
+# The graph's parts have fixed or dynamic shapes (abdoseg/inference/graph/staged.py), so the warm-up's compiled blobs
+# are what every scan loads from OpenVINO's model cache under ABDOSEG_CACHE_DIR (a miss, e.g. another OpenVINO,
+# compiles as before).
 ENV PATH=/opt/venv/bin:$PATH ABDOSEG_CACHE_DIR=/opt/abdoseg/openvino-cache
 WORKDIR /workspace
 COPY --from=venv /opt/venv /opt/venv
-# The build context is whitelisted by .dockerignore: predict.sh, inference/, weights/, requirements*.txt.
+# The build context is whitelisted by .dockerignore: predict.sh, requirements*.txt, abdoseg/ without training/ and
+# evaluation/.
 COPY . /workspace/
 # Byte-compile the app, then a warm-up run per shipped card: the build fails here if weights or cards are broken,
 # and the compiled parts land in the model cache (a scan then compiles nothing).
-RUN python -m compileall -q /workspace/inference \
- && python -m inference --warmup \
- && python -m inference --warmup --card flare21-fp32 \
- && python -m inference --warmup --card flare22
+RUN python -m compileall -q /workspace/abdoseg \
+ && python -m abdoseg predict --warmup \
+ && python -m abdoseg predict --warmup --card flare21-fp32 \
+ && python -m abdoseg predict --warmup --card flare22

@@ -5,10 +5,11 @@ DEV := .venv-dev
 SAMPLES := tests/data/flare21/imagesTr
 DEMO_OUT := demo_output
 
-.PHONY: venv venv-dev venv-eval demo test container container-test bench help
+.PHONY: venv venv-dev venv-eval demo test test-fast container container-test bench help
 help:
 	@echo "make demo            set up .venv (runtime + eval/preview extras), segment the bundled scans -> $(DEMO_OUT)/"
-	@echo "make test            set up .venv-dev (runtime + training + test tools) and run the test suite"
+	@echo "make test            set up .venv-dev (runtime + training + test tools) and run the whole test suite"
+	@echo "make test-fast       the same without the tests marked slow (over ~1 s each): a quick check while working"
 	@echo "make container-test  build the image with podman and run it the organisers' way on the samples"
 	@echo "make bench           end-to-end and per-stage timings + peak memory on FLARE-sized volumes"
 
@@ -38,13 +39,16 @@ demo: venv venv-eval
 	@ls -l $(DEMO_OUT)
 	@echo "label maps $(DEMO_OUT)/<case>.nii.gz, statistics $(DEMO_OUT)/<case>.json, previews $(DEMO_OUT)/<case>.png:"
 	@ls $(DEMO_OUT)/*.json $(DEMO_OUT)/*.png
-	PYTHONPATH=. $(VENV)/bin/python -m evaluation evaluate --pred $(DEMO_OUT) --gt tests/data/flare21/labelsTr
+	$(VENV)/bin/python -m abdoseg evaluate --pred $(DEMO_OUT) --gt tests/data/flare21/labelsTr
 	@echo "DICOM series input (each folder of tests/data/dicom is a case) -> $(DEMO_OUT)/dicom/:"
 	./predict.sh tests/data/dicom $(DEMO_OUT)/dicom --statistics --preview
 	@ls -l $(DEMO_OUT)/dicom
 
 test: venv venv-dev
 	$(DEV)/bin/python -m pytest -q tests
+
+test-fast: venv venv-dev
+	$(DEV)/bin/python -m pytest -q -m "not slow" tests
 
 container:
 	bash .ci/container.sh --build-only

@@ -10,10 +10,10 @@
 #   5. check every output with .ci/check_outputs.py (grid identical to the input, uint8 labels in 0..4, liver
 #      present, readable by anyone, nothing else in outputs/) and print the image size, its largest parts,
 #      import times and each case's container wall time. Fails on any error and on an image over 800 MB.
-#   6. a 2D "slices" card (issue 15): a tiny-width nnU-Net 2D trained a few steps and exported in .venv-dev
+#   6. a 2D "slices" card: a tiny-width nnU-Net 2D trained a few steps and exported in .venv-dev
 #      (skipped, with a line, when there is none), mounted read-only and selected with ABDOSEG_CARD, on one case
 #      (its output checked as in 5, the liver optional: the model is a path check, not trained to find it).
-#   7. the shipped FLARE22 card (issue 12): one case with ABDOSEG_CARD=flare22, the organisers' way; its output
+#   7. the shipped FLARE22 card: one case with ABDOSEG_CARD=flare22, the organisers' way; its output
 #      on the input grid with labels in 0..13, the liver present, and the model line naming abdoseg_flare22
 #      (which organs it finds is the model's business: the shipped one finds liver, right kidney and spleen).
 #
@@ -178,10 +178,10 @@ report_image() {
     bytes=$(podman image inspect --format '{{.Size}}' "$IMAGE")
     log "image $IMAGE: $((bytes / 1000000)) MB (limit $MAX_IMAGE_MB MB); largest parts:"
     podman run --rm --network=none "$IMAGE" sh -c \
-        'du -sm /opt/venv/lib/python3*/site-packages/* /usr /workspace/weights "$ABDOSEG_CACHE_DIR" 2>/dev/null \
+        'du -sm /opt/venv/lib/python3*/site-packages/* /usr /workspace/abdoseg/weights "$ABDOSEG_CACHE_DIR" 2>/dev/null \
          | sort -rn | sed -n 1,8p' | sed 's/^/[container]   MB /'
     [ "$bytes" -le $((MAX_IMAGE_MB * 1000000)) ] || die "image is $((bytes / 1000000)) MB, over $MAX_IMAGE_MB MB"
-    # The warm-up baked the compiled network parts (inference/staged.py) into OpenVINO's model cache.
+    # The warm-up baked the compiled network parts (abdoseg/inference/graph/staged.py) into OpenVINO's model cache.
     podman run --rm --network=none "$IMAGE" sh -c 'ls "$ABDOSEG_CACHE_DIR"/*.blob' > "$WORK/cache.list" 2>&1 \
         || die "the image's model cache (\$ABDOSEG_CACHE_DIR) holds no compiled network"
     log "model cache: $(wc -l < "$WORK/cache.list") compiled blobs baked in"
@@ -192,7 +192,7 @@ import_summary() {
     awk -F'|' '/^import time:/ && $2 ~ /[0-9]/ {
                    top = ($3 ~ /^ [^ ]/); gsub(/ /, "", $2); gsub(/ /, "", $3)
                    if (top) total += $2
-                   if ($3 !~ /[.]/ && $3 != "inference") print $2, $3 }
+                   if ($3 !~ /[.]/ && $3 != "abdoseg") print $2, $3 }
                END { print total + 0, "TOTAL" }' "$1" | sort -rn \
         | awk '$2 == "TOTAL" { total = $1; next } NR <= 6 { top = top sprintf(" %s %.2f", $2, $1 / 1e6) }
                END { printf "imports %.2f s (slowest:%s)\n", total / 1e6, top }'
@@ -253,9 +253,9 @@ run_slice_card() {
     fi
     samples=$(sample_dir)
     t0=$(now)
-    (cd "$REPO" && "$py" -m training train --arch nnunet2d --data "$samples" --out "$WORK/run2d" --width 0.0625 \
+    (cd "$REPO" && "$py" -m abdoseg train --arch nnunet2d --data "$samples" --out "$WORK/run2d" --width 0.0625 \
         --slice-size 64 64 --steps 2 --steps-per-epoch 2 --batch-size 2 --threads 2 \
-        && "$py" -m training export "$WORK/run2d" --out "$WORK/card2d" --name nnunet2d_tiny) > "$WORK/card2d.log" 2>&1 \
+        && "$py" -m abdoseg export "$WORK/run2d" --out "$WORK/card2d" --name nnunet2d_tiny) > "$WORK/card2d.log" 2>&1 \
         || { tail -20 "$WORK/card2d.log" >&2; die "training/exporting the tiny 2D card failed"; }
     chmod -R a+rX "$WORK/card2d"
     log "2D card nnunet2d_tiny made in $(elapsed "$t0") s"

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Benchmark: what each seed's architecture costs on this CPU, run by the same pipeline (issue 15).
+"""Benchmark: what each seed's architecture costs on this CPU, run by the same pipeline.
 
     .venv-dev/bin/python benchmarks/bench_architectures.py [--sizes S] [--threads N] [--slices-per-run 4]
                                                            [--systems cobra,vgg13_unet_ds,nnunet2d,hrnet48_ocr]
 
-COBRA net: the shipped fp32 card (weights/abdoseg_coarse.json, trained weights). The 2D systems: the papers' widths
+COBRA net: the shipped fp32 card (abdoseg/weights/abdoseg_coarse.json, trained weights). The 2D systems: the papers' widths
 with RANDOM weights (torch's default initialisation, seed 0 — cost does not depend on the values), exported by
-training.networks.onnx_export and composed into a "slices" card at 512x512 (nnunet2d: nnU-Net's CT z-score with
+abdoseg.networks.onnx_export and composed into a "slices" card at 512x512 (nnunet2d: nnU-Net's CT z-score with
 placeholder statistics), written to a temporary folder (never into the repository). Each case is one fresh
 `predict.sh` process (OpenVINO, as shipped): cold wall time from exec to exit (runtime open and compile
 included), peak RSS (the process's own VmHWM, as it logs it: wait4's ru_maxrss would carry this script's peak
@@ -38,13 +38,13 @@ def random_slice_card(arch: str, folder: Path, slices_per_run: int) -> Path:
     import onnx
     import torch
 
-    from inference.card import sha256_of
-    from inference.slice_graph import compose_slices_with_network
-    from training.export_2d import slice_card
-    from training.networks.onnx_export import slices_onnx_bytes
-    from training.recipes_2d import RECIPES
-    from training.slices import Intensity
-    from training.train_2d import SliceTrainConfig
+    from abdoseg.inference.card import sha256_of
+    from abdoseg.inference.graph.slice_graph import compose_slices_with_network
+    from abdoseg.networks.onnx_export import slices_onnx_bytes
+    from abdoseg.training.slices.data import Intensity
+    from abdoseg.training.slices.export import slice_card
+    from abdoseg.training.slices.recipes import RECIPES
+    from abdoseg.training.slices.train import SliceTrainConfig
 
     torch.manual_seed(0)
     recipe = RECIPES[arch]
@@ -75,16 +75,16 @@ def first_slices(scan: Path, n: int) -> Path:
 
 def cost(arch: str) -> tuple[int, float, int]:
     """(parameters, GMACs per network input, inputs per slice: 1 for 2D, 0 for a whole-scan canvas)."""
-    from training.networks import build, count_parameters, get
-    from training.networks.flops import spec_gmacs
+    from abdoseg.networks.flops import spec_gmacs
+    from abdoseg.networks.registry import build, count_parameters, get
 
     spec = get(arch)
     return count_parameters(build(arch)), spec_gmacs(spec), int(spec.dims == 2)
 
 
 def main() -> None:
-    from inference.pipeline import FP32_CARD
-    from inference.resources import usable_cpus
+    from abdoseg.inference.card import card_path
+    from abdoseg.inference.process.resources import usable_cpus
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="S")
@@ -106,7 +106,7 @@ def main() -> None:
     print(head + "\n" + "-" * len(head))
     with tempfile.TemporaryDirectory() as tmp:
         for arch in a.systems.split(","):
-            card = str(FP32_CARD) if arch == "cobra" else str(random_slice_card(arch, Path(tmp), a.slices_per_run))
+            card = str(card_path("flare21-fp32")) if arch == "cobra" else str(random_slice_card(arch, Path(tmp), a.slices_per_run))
             params, gmacs, per_slice = cost(arch)
             for size, scan in volumes.items():
                 run = cold_run(scan, ["--runtime", "openvino", "--card", card, "--threads", str(threads), "--device", "cpu"])

@@ -6,7 +6,7 @@
 On `--copies` copies of the FLARE-sized benchS volume (512x512x134, made once into .cache/bench by
 ../shared/tools/make_bench_volumes.py) it times, each as one fresh command from start to exit:
   - `sh predict.sh IN OUT --threads C` (one process, the model loaded once, cases one after another), C = cores;
-  - `python -m inference.cohort --workers W --threads-per-worker T --address local` for each WxT in --configs.
+  - `python -m abdoseg cohort --workers W --threads-per-worker T --address local` for each WxT in --configs.
 It prints the CPU model, the load average before each run, cases per minute, the mean seconds one case took
 inside its process (predict.sh --log, results.csv), and the time outside the cases per case:
 (wall - sum of case seconds / processes) / cases: interpreter and model start-up, and for the cohort runs Ray's
@@ -53,7 +53,7 @@ def timed(cmd: list[str]) -> float:
 
 def cohort_run(inputs: Path, out: Path, workers: int, threads: int, runtime: str) -> tuple[float, float]:
     """Wall seconds of the command, and the mean seconds per case inside the workers."""
-    wall = timed([sys.executable, "-m", "inference.cohort", "--input", str(inputs), "--output", str(out),
+    wall = timed([sys.executable, "-m", "abdoseg", "cohort", "--input", str(inputs), "--output", str(out),
                   "--address", "local", "--workers", str(workers), "--threads-per-worker", str(threads),
                   "--runtime", runtime])
     with open(out / "results.csv", newline="") as f:

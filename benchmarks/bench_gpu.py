@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark of the GPU path (issue 6): stage times, GPU memory and accuracy of the fine path against the CPU path.
+"""Benchmark of the GPU path: stage times, GPU memory and accuracy of the fine path against the CPU path.
 
 Scan: a FLARE-sized volume, by default benchM (512 x 512 x 336, 1 mm slices) made from the real abdpelvis3mm scan by
 /work/shared/tools/make_bench_volumes.py (run automatically when the file is missing and the tool is there).
@@ -7,7 +7,7 @@ Scan: a FLARE-sized volume, by default benchM (512 x 512 x 336, 1 mm slices) mad
     python benchmarks/bench_gpu.py --device cuda               # the measurement (needs a CUDA torch)
     python benchmarks/bench_gpu.py --device cpu --repeats 1    # smoke run of the same code on CPU (slow)
 
-Per run it prints end-to-end seconds (read -> write, as `python -m inference` does it), the pipeline's stage
+Per run it prints end-to-end seconds (read -> write, as `python -m abdoseg predict` does it), the pipeline's stage
 times, the fine stage's own stage times, and GPU memory: the torch allocator's peak and the device memory in use
 (NVML, all processes: includes the CUDA contexts and onnxruntime's CUDA arena). Then DSC / NSD@1mm of the CPU path
 and of the fine path against the bench labels (evaluation, FLARE21 rules), and the targets:
@@ -28,8 +28,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from inference.pipeline import FP32_CARD, WEIGHTS_DIR, Predictor, StageClock  # noqa: E402
-from inference.resources import gpu_memory_mb  # noqa: E402
+from abdoseg.inference.card import WEIGHTS_DIR  # noqa: E402
+from abdoseg.inference.pipeline import Predictor, StageClock  # noqa: E402
+from abdoseg.inference.process.resources import gpu_memory_mb  # noqa: E402
 
 BENCH_DIR = ROOT / "build" / "bench"
 #: make_bench_volumes.py reads its source scan relative to itself (../data): a `shared/` folder beside the
@@ -45,8 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--labels", type=Path, default=None, help="reference labels (default: the bench labelsTs file)")
     p.add_argument("--tool", type=Path, default=next((t for t in TOOLS if t.is_file()), TOOLS[-1]),
                    help="make_bench_volumes.py, run when --scan is missing")
-    p.add_argument("--card", default=str(FP32_CARD), help="coarse model card (default: the fp32 one; as python -m inference --card)")
-    p.add_argument("--model", type=Path, default=None, help="coarse ONNX file (as python -m inference --model)")
+    p.add_argument("--card", default="flare21-fp32", help="coarse model card (default: the fp32 one; as abdoseg predict --card)")
+    p.add_argument("--model", type=Path, default=None, help="coarse ONNX file (as python -m abdoseg predict --model)")
     p.add_argument("--fine-weights", type=Path, default=WEIGHTS_DIR, help="folder with fine.json + fine.pt")
     p.add_argument("--runtime", choices=("onnxruntime", "openvino"), default=None,
                    help="coarse runtime (default: onnxruntime for cuda, openvino for cpu)")
@@ -94,8 +95,8 @@ def timed_run(predictor: Predictor, scan: Path, out: Path, device: str) -> dict:
 
 
 def score(pred_path: Path, labels_path: Path, labelset: str) -> dict[str, list[float]]:
-    from evaluation.accuracy import read_labels, score_case
-    from evaluation.labelsets import get_labelset
+    from abdoseg.evaluation.accuracy import read_labels, score_case
+    from abdoseg.evaluation.labelsets import get_labelset
 
     gt, pred = read_labels(labels_path), read_labels(pred_path)
     pairs = score_case(gt.array, pred.array, gt.spacing_zyx, get_labelset(labelset))
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_scan(args.scan, args.tool)
     labels = args.labels or args.scan.parent.parent / "labelsTs" / args.scan.name.replace("_0000", "")
     runtime = args.runtime or ("onnxruntime" if args.device == "cuda" else "openvino")
-    from inference.fine import FineStage
+    from abdoseg.inference.fine import FineStage
 
     if args.device == "cuda" and args.cudnn_benchmark:
         import torch

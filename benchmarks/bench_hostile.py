@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark: wall time and peak RSS of `predict.sh` on hostile headers (issue 11: every failure <= 10 s,
+"""Benchmark: wall time and peak RSS of `predict.sh` on hostile headers (targets: every failure <= 10 s,
 peak RSS <= 4 GB whatever the header claims).
 
     python benchmarks/bench_hostile.py [--runtime openvino|onnxruntime] [--skip-cap]

@@ -7,7 +7,7 @@ what the locate stage costs on a FLARE-sized whole-body volume.
     python benchmarks/bench_long_scans.py overhead   # a short scan (benchS): this stage's cost vs the card without it
     python benchmarks/bench_long_scans.py seam       # DSC away from the seam where filler meets the cut-off organs
 
-Long variants are abdpelvis3mm with mirrored organ-free slices appended (training.long_scans): organs at the
+Long variants are abdpelvis3mm with mirrored organ-free slices appended (abdoseg.training.long_scans): organs at the
 top (636 mm, chest-abdomen-pelvis length), at the bottom, in the middle, whole-body 1,386 mm and 2,000 mm, and
 re-stored LPS / PIR copies; "pelvis only" is the organ-free part alone. A figure is what one run printed.
 abdpelvis3mm's field of view ends inside the liver and the spleen (435 spleen voxels on its top slice), so where
@@ -26,6 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.bench_pipeline import cpu_model  # noqa: E402
+
 DATA = ROOT / "tests" / "data" / "flare21"
 PEER = ROOT.parent / "shared" / "peers" / "cobra" / "cobra_abdomenct1k.onnx"
 ORGANS = {1: "liver", 2: "kidneys", 3: "spleen", 4: "pancreas"}
@@ -35,15 +36,15 @@ VARIANTS = {"long636_top": (300, 0), "long636_bottom": (0, 300), "long786_middle
 
 
 def dice(gt: np.ndarray, pred: np.ndarray) -> float:
-    """evaluation.metrics.dice, NaN (shown "—") where the organ is absent from both."""
-    from evaluation.metrics import dice as dsc
+    """abdoseg.evaluation.metrics.dice, NaN (shown "—") where the organ is absent from both."""
+    from abdoseg.evaluation.metrics import dice as dsc
 
     return float("nan") if not (gt.any() or pred.any()) else dsc(gt, pred)
 
 
 def scan_length_mm(image) -> float:
     """Extent along the patient's S/I axis."""
-    from inference.orientation import orientation_of
+    from abdoseg.inference.grid.orientation import orientation_of
 
     axis = next(i for i, c in enumerate(orientation_of(image.GetDirection())) if c in "SI")
     return image.GetSize()[axis] * image.GetSpacing()[axis]
@@ -53,7 +54,7 @@ def variants(case: str = "abdpelvis3mm"):
     """(name, image, label) of the abdomen-only scan and its long and re-stored variants."""
     import SimpleITK as sitk
 
-    from training.long_scans import long_scan, organ_free_scan
+    from abdoseg.training.long_scans import long_scan, organ_free_scan
 
     image = sitk.ReadImage(str(DATA / "imagesTr" / f"{case}_0000.nii.gz"))
     label = sitk.ReadImage(str(DATA / "labelsTr" / f"{case}.nii.gz"))
@@ -73,7 +74,8 @@ def variants(case: str = "abdpelvis3mm"):
 def accuracy(runtime: str, threads: int, card: str | None = None) -> None:
     import SimpleITK as sitk
 
-    from inference.pipeline import DEFAULT_CARD, Predictor, StageClock
+    from abdoseg.inference.card import DEFAULT_CARD
+    from abdoseg.inference.pipeline import Predictor, StageClock
 
     cards = [("shipped", Predictor.load(card or DEFAULT_CARD, runtime=runtime, threads=threads))]
     if PEER.exists():
@@ -100,8 +102,9 @@ def rules(runtime: str, threads: int, card: str | None = None) -> None:
 
     import SimpleITK as sitk
 
-    from inference.labels import KEEP_COMPONENTS
-    from inference.pipeline import DEFAULT_CARD, Predictor
+    from abdoseg.inference.card import DEFAULT_CARD
+    from abdoseg.inference.labels import KEEP_COMPONENTS
+    from abdoseg.inference.pipeline import Predictor
 
     variants = {"largest-k (1, 2, 1, 1)": {1: 1, 2: 2, 3: 1, 4: 1}, "FLARE21 rule": KEEP_COMPONENTS, "every piece": {}}
     cards = [("shipped", Predictor.load(card or DEFAULT_CARD, runtime=runtime, threads=threads))]
@@ -129,9 +132,9 @@ def overhead(runtime: str, threads: int, repeats: int) -> None:
 
     import SimpleITK as sitk
 
+    from abdoseg.inference.grid.scan import Grid, canonical_hu
+    from abdoseg.inference.pipeline import Predictor, StageClock
     from benchmarks.bench_pipeline import ensure_volumes
-    from inference.pipeline import Predictor, StageClock
-    from inference.scan import Grid, canonical_hu
 
     image = sitk.ReadImage(str(ensure_volumes(["S"])["S"]))
     ct, spacing, _ = canonical_hu(sitk.GetArrayViewFromImage(image), Grid.of(image), "RAS")
@@ -158,8 +161,8 @@ def whole_body_volume() -> Path:
     resampled to 1.5 mm slices, its organ-free slices mirrored below it. Made once into .cache/bench."""
     import SimpleITK as sitk
 
+    from abdoseg.training.long_scans import long_scan
     from benchmarks.bench_pipeline import CACHE, ensure_volumes
-    from training.long_scans import long_scan
 
     out = CACHE / "imagesTs" / "benchWB_0000.nii.gz"
     if out.exists():
@@ -181,12 +184,12 @@ def cost(runtime: str, threads: int, repeats: int) -> None:
     network forward (steady state), peak RSS, and the whole run."""
     import statistics
 
+    from abdoseg.inference.card import DEFAULT_CARD
     from benchmarks.bench_pipeline import BareForward, cold_run
-    from inference.pipeline import DEFAULT_CARD
 
     scan = whole_body_volume()
     extra = ["--runtime", runtime, "--threads", str(threads), "--device", "cpu"]
-    forward = statistics.median(BareForward(str(DEFAULT_CARD), None, runtime, threads).steady(repeats))
+    forward = statistics.median(BareForward(DEFAULT_CARD, None, runtime, threads).steady(repeats))
     runs = [cold_run(scan, extra) for _ in range(repeats)]
     locate = [r["record"]["seconds"]["locate"] for r in runs]
     med = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]["record"]
@@ -208,8 +211,9 @@ def seam(runtime: str, threads: int, card: str | None = None) -> None:
     """DSC on the canonical slices of the real scan at least SEAM_MM below its top, per variant and card."""
     import SimpleITK as sitk
 
-    from inference.pipeline import DEFAULT_CARD, Predictor
-    from inference.scan import Grid, canonical_hu
+    from abdoseg.inference.card import DEFAULT_CARD
+    from abdoseg.inference.grid.scan import Grid, canonical_hu
+    from abdoseg.inference.pipeline import Predictor
 
     cards = [("shipped", Predictor.load(card or DEFAULT_CARD, runtime=runtime, threads=threads))]
     if PEER.exists():

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: cold end-to-end `predict.sh` per case, per-stage seconds, peak RSS, and the bare network forward.
 
-    python benchmarks/bench_pipeline.py [--sizes S,M,L] [--runtime openvino] [--card weights/abdoseg_coarse.json]
+    python benchmarks/bench_pipeline.py [--sizes S,M,L] [--runtime openvino] [--card abdoseg/weights/abdoseg_coarse.json]
                                         [--model FILE] [--repeats 3] [--threads N]
 
 Volumes come from ../shared/tools/make_bench_volumes.py (512x512x134 / 336 / 672, made once into .cache/bench).
@@ -12,7 +12,7 @@ same run, so every figure is also a ratio on one machine: the runs alternate (ou
 the median of the pairs' ratios (a shared host drifts by +-15 % within minutes); likewise "- fwd" is the median of
 each cold run less the steady forward timed right after it (the network compiled once in this process), and "floor"
 is benchmarks/floor_process.py beside each run: a fresh process with the same imports, read and write, no model.
-Targets (issue 13, on this machine): cold 512^2x134 <= 0.25x COBRA's pipeline, cold e2e - steady forward <= 1.0 s;
+Targets (docs/benchmarks.md): cold 512^2x134 <= 0.25x COBRA's pipeline, cold e2e - steady forward <= 1.0 s;
 peak RSS <= 1.5 GB at 336 slices, <= 3 GB at 672.
 """
 from __future__ import annotations
@@ -92,8 +92,8 @@ class BareForward:
         import numpy as np
         import onnx
 
-        from inference.card import load_card
-        from inference.runtime import OnnxRuntimeSession, OpenVinoSession
+        from abdoseg.inference.card import load_card
+        from abdoseg.inference.graph.runtime import OnnxRuntimeSession, OpenVinoSession
 
         card, path = load_card(card_spec, model)
         net = onnx.load(str(path))
@@ -144,13 +144,13 @@ def cobra_cold(scan: Path, threads: int) -> tuple[float, float] | None:
 
 
 def main() -> None:
-    from inference.pipeline import DEFAULT_CARD
-    from inference.resources import usable_cpus
+    from abdoseg.inference.card import DEFAULT_CARD
+    from abdoseg.inference.process.resources import usable_cpus
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="S,M,L")
     ap.add_argument("--runtime", default="openvino", choices=("openvino", "onnxruntime"))
-    ap.add_argument("--card", default=str(DEFAULT_CARD))
+    ap.add_argument("--card", default=DEFAULT_CARD)
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
@@ -166,9 +166,9 @@ def main() -> None:
     volumes = ensure_volumes(a.sizes.split(","))
     # As the image build does (Dockerfile): the app's bytecode compiled first, so that no timed run compiles a
     # changed module's source (PYTHONDONTWRITEBYTECODE would keep it from ever being cached).
-    compileall.compile_dir(str(ROOT / "inference"), quiet=1)
+    compileall.compile_dir(str(ROOT / "abdoseg"), quiet=1)
     if a.cache_dir:  # as the image build does: a warm-up fills the model cache before any timed run
-        subprocess.run([sys.executable, "-m", "inference", "--warmup", *extra], cwd=ROOT, check=True,
+        subprocess.run([sys.executable, "-m", "abdoseg", "predict", "--warmup", *extra], cwd=ROOT, check=True,
                        capture_output=True)
     bare = BareForward(a.card, a.model, a.runtime, threads)
     forward = bare.steady(a.repeats)

@@ -12,15 +12,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from inference.environment import set_process_environment  # noqa: E402
+from abdoseg.inference.process.environment import set_process_environment  # noqa: E402
 
-set_process_environment()  # as python -m inference, before numpy loads
+set_process_environment()  # as python -m abdoseg predict, before numpy loads
 
 import numpy as np  # noqa: E402
 
-from inference.io import read_array, read_header, write_labels_atomic  # noqa: E402
-from inference.runtime import import_openvino  # noqa: E402
-from inference.scan import Grid  # noqa: E402
+from abdoseg.inference.graph.runtime import import_openvino  # noqa: E402
+from abdoseg.inference.grid.scan import Grid  # noqa: E402
+from abdoseg.inference.io.read import read_array, read_header
+from abdoseg.inference.io.write import write_labels_atomic  # noqa: E402
 
 
 def main() -> None:
@@ -30,7 +31,7 @@ def main() -> None:
     voxels = read_array(reader)
     write_labels_atomic(np.zeros(voxels.shape, np.uint8), Grid.of(reader), out)
     sys.stdout.flush()
-    os._exit(0)  # as python -m inference: no interpreter teardown
+    os._exit(0)  # as python -m abdoseg predict: no interpreter teardown
 
 
 if __name__ == "__main__":

@@ -55,15 +55,15 @@ FINE_PID=
 if [ -n "${FINE_WEIGHTS:-}" ]; then  # a fine stage trained earlier (fine.pt + fine.json): benchmark it as is
     mkdir -p "$WORK/fine" && cp "$FINE_WEIGHTS/fine.pt" "$FINE_WEIGHTS/fine.json" "$WORK/fine/"
 else
-$PY -m training train-fine --data tests/data/flare21 --out "$WORK/fine" --kind cobra \
-    --init-from weights/abdoseg_coarse.onnx --margin-mm 40 --spacing 2,1.5,1.5 --patch 32,96,96 --lr 1e-3 \
+$PY -m abdoseg train-fine --data tests/data/flare21 --out "$WORK/fine" --kind cobra \
+    --init-from abdoseg/weights/abdoseg_coarse.onnx --margin-mm 40 --spacing 2,1.5,1.5 --patch 32,96,96 --lr 1e-3 \
     --batch-size 4 --max-minutes "$TRAIN_MIN" --threads "$THREADS" --seed 0 --device "$DEVICE" \
     --notes "trained on a GPU session ($DEVICE), benchmarks/gpu_checks.sh" > "$WORK/fine.log" 2>&1 &
 FINE_PID=$!
 fi
-$PY -m training train --data "$F22" --out "$WORK/f22" --labelset flare22 --geometry spacing --crop 32 96 96 \
+$PY -m abdoseg train --data "$F22" --out "$WORK/f22" --labelset flare22 --geometry spacing --crop 32 96 96 \
     --batch-size 8 --epochs 1000 --iters-per-epoch 50 --threads "$THREADS" --flip-lr 0 --max-minutes "$TRAIN_MIN" \
-    --seed 2 --init-from weights/abdoseg_flare22.onnx --freeze-norm --device "$DEVICE" --no-progress \
+    --seed 2 --init-from abdoseg/weights/abdoseg_flare22.onnx --freeze-norm --device "$DEVICE" --no-progress \
     > "$WORK/f22.log" 2>&1 &
 F22_PID=$!
 [ -n "$FINE_PID" ] && { wait $FINE_PID; echo "train-fine exit $?"; tail -n 25 "$WORK/fine.log"; }

@@ -10,9 +10,9 @@ import pytest
 import SimpleITK as sitk
 import surface_distance as sd
 
-from evaluation.accuracy import evaluate_folders, score_case, score_organ
-from evaluation.cli import main
-from evaluation.labelsets import FLARE21, FLARE22, Organ, get_labelset
+from abdoseg.evaluation.accuracy import evaluate_folders, score_case, score_organ
+from abdoseg.evaluation.cli import main
+from abdoseg.evaluation.labelsets import FLARE21, FLARE22, Organ, get_labelset
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # surface-distance uses old scipy names
 FLARE22_TOLERANCES = {1: 5, 2: 3, 3: 3, 4: 5, 5: 2, 6: 2, 7: 2, 8: 2, 9: 2, 10: 3, 11: 5, 12: 7, 13: 3}

@@ -10,10 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from evaluation import efficiency
-from evaluation.cli import main
-from evaluation.efficiency import (ResourceSampler, Sample, area, fill_command, frequent_max, measures,
-                                            run_efficiency)
+from abdoseg.evaluation import efficiency
+from abdoseg.evaluation.cli import main
+from abdoseg.evaluation.efficiency import (
+    ResourceSampler,
+    Sample,
+    area,
+    fill_command,
+    frequent_max,
+    measures,
+    run_efficiency,
+)
 
 DUMMY = textwrap.dedent("""
     import pathlib, sys, time
@@ -109,6 +116,7 @@ def test_runs_each_case_alone_and_measures_it(tmp_path, inputs):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("abdoseg-efficiency-")] == []
 
 
+@pytest.mark.slow
 def test_failed_run_and_missing_output_are_recorded(tmp_path, inputs):
     failed = list(run_efficiency(command(tmp_path, "fail"), inputs))
     assert [(r.result.exit_code, r.result.output_written) for r in failed] == [(5, 0), (5, 0)]
@@ -117,6 +125,7 @@ def test_failed_run_and_missing_output_are_recorded(tmp_path, inputs):
     assert [(r.result.exit_code, r.result.output_written) for r in silent] == [(0, 0), (0, 0)]
 
 
+@pytest.mark.slow
 def test_timeout_kills_the_run(tmp_path, inputs):
     start = time.perf_counter()
     runs = list(run_efficiency("sleep 30; echo {inputs} {outputs}", inputs, timeout_s=0.5))
@@ -124,6 +133,7 @@ def test_timeout_kills_the_run(tmp_path, inputs):
     assert [r.result.exit_code for r in runs] == [efficiency.TIMEOUT_EXIT_CODE] * 2
 
 
+@pytest.mark.slow
 def test_efficiency_command_writes_csv_with_summary_row(tmp_path, inputs, capsys):
     out = tmp_path / "eff.csv"
     assert main(["efficiency", "--cmd", command(tmp_path), "--inputs", str(inputs), "--out", str(out)]) == 0

@@ -8,7 +8,7 @@ import pytest
 import surface_distance as sd
 from scipy import ndimage
 
-from evaluation.metrics import dice, normalized_surface_dice, surface_distances, surfel_areas
+from abdoseg.evaluation.metrics import dice, normalized_surface_dice, surface_distances, surfel_areas
 
 AGREEMENT = 1e-6
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # surface-distance uses old scipy names

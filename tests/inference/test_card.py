@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from inference.card import CardError, Geometry, ModelCard, load_card, verify_checksum
+from abdoseg.inference.card import CardError, Geometry, ModelCard, load_card, verify_checksum
 
 
 def _card(**kw):

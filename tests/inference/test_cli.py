@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from inference.cli import main
-from inference.io import find_cases
-from tests.conftest import ROOT, real_image
-from tests.test_inference_support import synthetic_ct
+from abdoseg.inference.cli import main
+from abdoseg.inference.io.cases import find_cases
+from tests.helpers import ROOT, real_image
+from tests.helpers.synthetic import synthetic_ct
 
 
 def _write(img, path):
@@ -75,7 +75,7 @@ def _odd_inputs(folder: Path) -> list[str]:
     return ["air", "nanfloat", "tiny_uint8", "float64", "tall"]
 
 
-def test_bad_inputs_fail_alone_and_odd_inputs_succeed(tmp_path, toy_card_path, capsys):
+def test_bad_inputs_fail_alone_and_odd_inputs_succeed(tmp_path, any_toy_card_path, capsys):
     inputs, outputs = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
     reasons = _bad_inputs(inputs)
@@ -84,7 +84,7 @@ def test_bad_inputs_fail_alone_and_odd_inputs_succeed(tmp_path, toy_card_path, c
     for p in inputs.iterdir():
         p.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)  # as a read-only mount
     before = _digest(inputs)
-    rc = main(["-i", str(inputs), "-o", str(outputs), "--card", str(toy_card_path), "--runtime", "onnxruntime",
+    rc = main(["-i", str(inputs), "-o", str(outputs), "--card", str(any_toy_card_path), "--runtime", "onnxruntime",
                "--threads", "1", "--log", str(tmp_path / "log.jsonl")])
     err = capsys.readouterr().err
     assert rc == 1  # some cases failed
@@ -107,11 +107,11 @@ def test_bad_inputs_fail_alone_and_odd_inputs_succeed(tmp_path, toy_card_path, c
     assert ok["status"] == "ok" and {"read", "graph", "write"} <= set(ok["seconds"]) and ok["peak_rss_mb"] > 0
 
 
-def test_all_good_exits_zero_and_keeps_grid_of_a_real_scan(tmp_path, toy_card_path):
+def test_all_good_exits_zero_and_keeps_grid_of_a_real_scan(tmp_path, any_toy_card_path):
     inputs, outputs = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
     shutil.copy(real_image("upperabd1mm"), inputs)
-    assert main(["-i", str(inputs), "-o", str(outputs), "--card", str(toy_card_path)]) == 0
+    assert main(["-i", str(inputs), "-o", str(outputs), "--card", str(any_toy_card_path)]) == 0
     _assert_same_grid(sitk.ReadImage(str(outputs / "upperabd1mm.nii.gz")), sitk.ReadImage(str(real_image("upperabd1mm"))))
 
 
@@ -141,20 +141,21 @@ def test_unusable_model_file_is_one_line_error(tmp_path, capsys, runtime):
 
 
 def test_help_is_helpful():
-    out = subprocess.run([sys.executable, "-m", "inference", "--help"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "abdoseg", "predict", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0
     for word in ("--model", "--card", "cobra", "--runtime", "--threads", "--device", "--log", "liver"):
         assert word in out.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("dash") is None and shutil.which("sh") is None, reason="no POSIX sh")
-def test_predict_sh_runs_under_posix_sh(tmp_path, toy_card_path):
+def test_predict_sh_runs_under_posix_sh(tmp_path, any_toy_card_path):
     inputs, outputs = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
     _write(synthetic_ct((10, 20, 20), (2, 1, 1)), inputs / "p1_0000.nii.gz")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     sh = shutil.which("dash") or shutil.which("sh")
-    res = subprocess.run([sh, "predict.sh", str(inputs), str(outputs), "--card", str(toy_card_path)],
+    res = subprocess.run([sh, "predict.sh", str(inputs), str(outputs), "--card", str(any_toy_card_path)],
                          cwd=ROOT, capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr
     assert (outputs / "p1.nii.gz").exists()

@@ -8,13 +8,14 @@ import time
 import numpy as np
 import psutil
 import pytest
-import ray  # requirements-dev.txt installs it (requirements-cohort.txt); never the image
 import SimpleITK as sitk
 
-from inference.cli import main as single_main
-from inference.cohort import main as cohort_main
-from inference.cohort.results import read_results
-from tests.conftest import CASES, real_image
+ray = pytest.importorskip("ray")  # the [cohort] extra (requirements-cohort.txt); never the image
+
+from abdoseg.inference.cli import main as single_main  # noqa: E402
+from abdoseg.inference.cohort import main as cohort_main  # noqa: E402
+from abdoseg.inference.cohort.results import read_results  # noqa: E402
+from tests.helpers import CASES, real_image  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -57,6 +58,7 @@ def _assert_same_outputs(out, reference):
         assert sitk.GetArrayViewFromImage(a).any(), name  # the toy model labels something on every scan
 
 
+@pytest.mark.slow
 def test_outputs_equal_single_process_and_a_rerun_skips_everything(ray_cluster, cohort, toy_card_path, tmp_path):
     inputs, reference = cohort
     out = tmp_path / "out"
@@ -112,6 +114,7 @@ def _run_and_kill_one_worker(inputs, out, card, *extra) -> tuple[int, psutil.Pro
     return result["rc"], killed, before
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_replaced_and_its_case_finishes(ray_cluster, cohort, toy_card_path, tmp_path):
     inputs, reference = cohort
     out = tmp_path / "out"
@@ -125,6 +128,7 @@ def test_a_killed_worker_is_replaced_and_its_case_finishes(ray_cluster, cohort, 
     _assert_same_outputs(out, reference)
 
 
+@pytest.mark.slow
 def test_retries_are_bounded(ray_cluster, cohort, toy_card_path, tmp_path):
     """--retries 0: the case whose worker was killed is a failed row; the replaced worker finishes the rest."""
     inputs, reference = cohort
@@ -142,6 +146,7 @@ def test_retries_are_bounded(ray_cluster, cohort, toy_card_path, tmp_path):
     _assert_same_outputs(out, reference)
 
 
+@pytest.mark.slow
 def test_a_truncated_scan_is_one_failed_row_and_the_rest_succeed(ray_cluster, cohort, toy_card_path, tmp_path,
                                                                  capsys):
     """Also the manifest input: absolute paths elsewhere, a relative path, and a `case` column."""
@@ -168,12 +173,13 @@ def test_a_truncated_scan_is_one_failed_row_and_the_rest_succeed(ray_cluster, co
         assert np.array_equal(sitk.GetArrayViewFromImage(a), sitk.GetArrayViewFromImage(b))
 
 
+@pytest.mark.slow
 def test_a_model_the_workers_cannot_open_stops_the_run_with_one_line(ray_cluster, cohort, toy_card_path, tmp_path,
                                                                     capsys):
     """The card and checksum are fine (checked before Ray), but the runtime cannot open the file."""
     import json
 
-    from inference.card import sha256_of
+    from abdoseg.inference.card import sha256_of
 
     inputs, _ = cohort
     (tmp_path / "broken.onnx").write_bytes(b"not an onnx graph" * 10)
@@ -185,6 +191,7 @@ def test_a_model_the_workers_cannot_open_stops_the_run_with_one_line(ray_cluster
     assert err[-1].startswith("abdoseg cohort: error: a worker could not load the model") and "broken.onnx" in err[-1]
 
 
+@pytest.mark.slow
 def test_another_process_joins_the_running_cluster_by_address(ray_cluster, cohort, toy_card_path, tmp_path):
     """`--address HOST:PORT` (as `auto` finds it): a second driver, started outside the source tree, joins the
     running cluster and ships its package to the workers (Ray py_modules)."""
@@ -192,12 +199,12 @@ def test_another_process_joins_the_running_cluster_by_address(ray_cluster, cohor
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     inputs, reference = cohort
     out = tmp_path / "out"
     address = ray.get_runtime_context().gcs_address
-    res = subprocess.run([sys.executable, "-m", "inference.cohort", "-i", str(inputs), "-o", str(out), "--address",
+    res = subprocess.run([sys.executable, "-m", "abdoseg", "cohort", "-i", str(inputs), "-o", str(out), "--address",
                           address, "--card", str(toy_card_path)], cwd=tmp_path, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]

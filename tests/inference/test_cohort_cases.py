@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from inference.cohort import main
-from inference.cohort.cases import CohortCase, has_valid_output, load_cases, read_manifest
-from inference.cohort.results import ResultsTable, read_results
+from abdoseg.inference.cohort import main
+from abdoseg.inference.cohort.cases import CohortCase, has_valid_output, load_cases, read_manifest
+from abdoseg.inference.cohort.results import ResultsTable, read_results
 
 
 def _image(path, size=(6, 7, 8), spacing=(0.8, 0.8, 2.5), dtype=sitk.sitkInt16):

@@ -11,12 +11,13 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from inference.cli import main
-from inference.dicom import read_series
-from inference.dicom_out import build_rtstruct, build_seg, slice_contours, source_datasets
-from inference.io import InputError, find_cases
-from inference.labels import FLARE21_LABELS, label_map
-from tests.conftest import DATA, real_image, real_label
+from abdoseg.inference.cli import main
+from abdoseg.inference.io.cases import find_cases
+from abdoseg.inference.io.dicom import read_series
+from abdoseg.inference.io.errors import InputError
+from abdoseg.inference.labels import FLARE21_LABELS, label_map
+from abdoseg.inference.outputs.dicom import build_rtstruct, build_seg, slice_contours, source_datasets
+from tests.helpers import DATA, real_image, real_label
 
 SERIES = DATA / "dicom" / "upperabd1mm"
 CT3 = DATA / "dicom" / "ct3slice"
@@ -117,6 +118,7 @@ def test_missing_slice_is_refused(tmp_path):
         read_series(folder)
 
 
+@pytest.mark.slow
 def test_seg_round_trip_is_exact(series_with_uids, gt_labels):
     import highdicom as hd
 
@@ -136,6 +138,7 @@ def test_seg_round_trip_is_exact(series_with_uids, gt_labels):
     assert np.array_equal(back, gt_labels)
 
 
+@pytest.mark.slow
 def test_flare22_seg_names_and_codes_each_organ_from_the_card_label_set(series_with_uids):
     """A FLARE22 label map (TotalSegmentator pseudo-labels of upperabd1mm): one segment per organ present, named
     as the label set names it, SNOMED CT coded with laterality, and read back exactly."""
@@ -165,8 +168,8 @@ def test_flare22_seg_names_and_codes_each_organ_from_the_card_label_set(series_w
 
 
 def test_every_organ_of_every_label_set_has_a_snomed_code():
-    from inference.dicom_out import ORGAN_CODES
-    from inference.labels import LABEL_MAPS
+    from abdoseg.inference.labels import LABEL_MAPS
+    from abdoseg.inference.outputs.dicom import ORGAN_CODES
 
     for labelset in LABEL_MAPS.values():
         assert set(labelset.organs.values()) <= set(ORGAN_CODES), labelset.name
@@ -204,6 +207,7 @@ def _rasterise(rt, sources, shape) -> dict[str, np.ndarray]:
     return masks
 
 
+@pytest.mark.slow
 def test_rtstruct_round_trip(series_with_uids, gt_labels):
     series = read_series(series_with_uids)
     sources = source_datasets(series.files)
@@ -232,6 +236,7 @@ def test_contours_of_a_ring_touching_the_border():
     assert min(o.min() for o in outlines) == pytest.approx(-0.5)  # the outline runs outside the border pixels
 
 
+@pytest.mark.slow
 def test_cli_dicom_case_with_every_output(tmp_path, series_with_uids, toy_card_path, capsys):
     inputs, outputs = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
@@ -281,8 +286,8 @@ def test_unreadable_files_are_named_in_a_note(tmp_path):
 
 
 def test_voxel_cap_applies_before_reading(tmp_path, monkeypatch):
-    import inference.headers
+    import abdoseg.inference.io.headers
 
-    monkeypatch.setattr(inference.headers, "MAX_VOXELS", 512 * 512 * 2)
+    monkeypatch.setattr(abdoseg.inference.io.headers, "MAX_VOXELS", 512 * 512 * 2)
     with pytest.raises(InputError, match=r"512x512x3 voxels, more than the maximum"):
         read_series(CT3)

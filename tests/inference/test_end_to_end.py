@@ -4,15 +4,14 @@ The peer's published COBRA file runs unchanged through the `cobra` card preset; 
 another orientation or axis order must not change its Dice (the COBRA pipeline itself drops to 0.005 liver
 Dice when the scan is merely stored LPS).
 """
-from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from inference.pipeline import Predictor
-from tests.conftest import CASES, SHARED, real_image, real_label
-from evaluation.metrics import dice
+from abdoseg.evaluation.metrics import dice
+from abdoseg.inference.pipeline import Predictor
+from tests.helpers import CASES, SHARED, real_image, real_label
 
 PEER = SHARED / "peers" / "cobra" / "cobra_abdomenct1k.onnx"
 ORGANS = {1: "liver", 2: "kidneys", 3: "spleen", 4: "pancreas"}
@@ -29,6 +28,7 @@ def peer() -> Predictor:
     return Predictor.load("cobra", PEER, runtime="openvino", threads=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_peer_file_is_orientation_invariant_through_the_cobra_card(peer, case):
     image, label = sitk.ReadImage(str(real_image(case))), sitk.ReadImage(str(real_label(case)))

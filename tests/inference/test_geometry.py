@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inference.card import Geometry
-from inference.geometry import AxisMap, axis_maps, downsample_labels, upsample_labels
+from abdoseg.inference.card import Geometry
+from abdoseg.inference.grid.geometry import AxisMap, axis_maps, downsample_labels, upsample_labels
 
 
 @given(n_in=st.integers(1, 300), n_out=st.integers(1, 200))
@@ -71,7 +71,7 @@ def test_graph_resample_equals_numpy_in_both_runtimes(geometry):
     import onnxruntime as ort
     import openvino as ov
 
-    from inference.preprocess_graph import build_resample_graph
+    from abdoseg.inference.graph.preprocess_graph import build_resample_graph
 
     rng = np.random.default_rng(1)
     ct = rng.normal(0, 300, (37, 90, 71)).astype(np.int16)

@@ -1,4 +1,4 @@
-"""Issue 11, reading: memory bombs, silent wrong answers and valid oddities, each one InputError naming the file."""
+"""Hostile input, reading: memory bombs, silent wrong answers and valid oddities, each one InputError naming the file."""
 import gzip
 import resource
 import subprocess
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from inference.headers import MAX_VOXELS
-from inference.io import InputError, read_array, read_header
-from inference.scan import Grid
-from tests.conftest import ROOT
-from tests.inference import hostile
+from abdoseg.inference.grid.scan import Grid
+from abdoseg.inference.io.errors import InputError
+from abdoseg.inference.io.headers import MAX_VOXELS
+from abdoseg.inference.io.read import read_array, read_header
+from tests.helpers import ROOT, hostile
 
 
 def _refused(path, *reasons):
@@ -62,7 +62,8 @@ def test_bombs_never_allocate_their_claim(tmp_path):
     paths = list(_bombs(tmp_path))
     script = textwrap.dedent(f"""
         import sys
-        from inference.io import InputError, read_array, read_header
+        from abdoseg.inference.io.errors import InputError
+        from abdoseg.inference.io.read import read_array, read_header
         for p in {[str(p) for p in paths]!r}:
             try:
                 read_array(read_header(p))
@@ -83,7 +84,7 @@ def test_bombs_never_allocate_their_claim(tmp_path):
 
 def test_bombs_are_refused_before_the_runtime_compiles_for_their_shape(tmp_path, toy_card_path, monkeypatch):
     """OpenVINO compiles for a scan's shape while the voxels are read: a refused header must not get that far."""
-    from inference.pipeline import Predictor
+    from abdoseg.inference.pipeline import Predictor
 
     predictor = Predictor.load(toy_card_path, runtime="onnxruntime")
     shapes = []
@@ -98,8 +99,7 @@ def test_bombs_are_refused_before_the_runtime_compiles_for_their_shape(tmp_path,
 
 
 def test_cap_is_documented():
-    readme = (ROOT / "README.md").read_text()
-    assert f"{MAX_VOXELS:,}" in readme
+    assert f"{MAX_VOXELS:,}" in (ROOT / "docs" / "usage.md").read_text()
 
 
 # --- silent wrong answers --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Issue 11, names and signals: odd file names never take the batch down or break a line, every scan-like entry is
+"""Hostile input, names and signals: odd file names never take the batch down or break a line, every scan-like entry is
 a case, predict.sh passes folders safely, SIGTERM cleans up like SIGINT, and failure lines are readable."""
 import os
 import shutil
@@ -12,15 +12,16 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from inference.cli import main
-from inference.io import find_cases, failure_reason, read_array, read_header, shown
-from inference.scan import Grid
-from tests.conftest import ROOT
-from tests.inference import hostile
+from abdoseg.inference.cli import main
+from abdoseg.inference.grid.scan import Grid
+from abdoseg.inference.io.cases import find_cases
+from abdoseg.inference.io.errors import failure_reason, shown
+from abdoseg.inference.io.read import read_array, read_header
+from tests.helpers import ROOT, hostile
 
 
 def _cli(inputs, outputs, card, *extra, env=None, **kw):
-    return subprocess.run([sys.executable, "-m", "inference", "-i", inputs, "-o", outputs, "--card", str(card),
+    return subprocess.run([sys.executable, "-m", "abdoseg", "predict", "-i", inputs, "-o", outputs, "--card", str(card),
                            "--runtime", "onnxruntime", "--threads", "1", *extra],
                           cwd=ROOT, capture_output=True, env=env, timeout=300, **kw)
 
@@ -43,7 +44,7 @@ def test_non_utf8_name_is_segmented_and_the_batch_goes_on(tmp_path, toy_card_pat
 
 
 def test_the_fast_exit_keeps_the_status_the_lines_and_removes_the_private_folder(tmp_path, toy_card_path):
-    """`python -m inference` leaves with os._exit (no interpreter teardown): the exit handlers still remove the
+    """`python -m abdoseg predict` leaves with os._exit (no interpreter teardown): the exit handlers still remove the
     private folder of safe links, the case lines still reach stderr, and a failed case still sets the status."""
     inputs, outputs, tmp = tmp_path / "in", tmp_path / "out", tmp_path / "tmp"
     inputs.mkdir(), tmp.mkdir()
@@ -127,13 +128,13 @@ def test_sigterm_while_writing_leaves_no_temporary_file(tmp_path, toy_card_path)
         sitk.WriteImage(hostile.small_scan(), str(inputs / f"{name}_0000.nii.gz"))
     script = textwrap.dedent(f"""
         import os, signal, sys
-        from inference import io
-        from inference.cli import main
+        from abdoseg.inference.io import write
+        from abdoseg.inference.cli import main
         real_fsync = os.fsync
         def fsync(fd):
             os.kill(os.getpid(), signal.SIGTERM)
             return real_fsync(fd)
-        io.os.fsync = fsync
+        write.os.fsync = fsync
         sys.exit(main(["-i", {str(inputs)!r}, "-o", {str(outputs)!r}, "--card", {str(toy_card_path)!r},
                        "--runtime", "onnxruntime", "--threads", "1"]))
     """)
@@ -160,7 +161,7 @@ def test_every_failure_line_names_the_file_and_a_reason():
 
 
 def test_unexpected_exception_fails_one_case_only(tmp_path, toy_card_path, capsys, monkeypatch):
-    from inference.pipeline import Predictor
+    from abdoseg.inference.pipeline import Predictor
 
     inputs, outputs = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()

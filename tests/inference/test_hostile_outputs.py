@@ -1,4 +1,4 @@
-"""Issue 11, writing: a failed write is a failed case (disk full, short file), outputs never replace inputs,
+"""Hostile input, writing: a failed write is a failed case (disk full, short file), outputs never replace inputs,
 no stale result survives a failed case, and what the writer produces is what ITK would have written."""
 import errno
 import gzip
@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from inference import io
-from inference.cli import main
-from inference.io import OutputError, write_labels_atomic
-from inference.scan import Grid
-from tests.conftest import ROOT
-from tests.inference import hostile
-from tests.test_inference_support import random_oblique
+from abdoseg.inference.cli import main
+from abdoseg.inference.grid.scan import Grid
+from abdoseg.inference.io import write
+from abdoseg.inference.io.errors import OutputError
+from abdoseg.inference.io.write import write_labels_atomic
+from tests.helpers import ROOT, hostile
+from tests.helpers.synthetic import random_oblique
 
 
 def _grid(size=(10, 12, 8), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)) -> Grid:
@@ -102,7 +102,7 @@ ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                                           ("fsync", lambda: _fail_after(os.fsync, 0, OSError(errno.EIO, "I/O error")))])
 def test_injected_write_failure_raises_and_leaves_nothing(tmp_path, monkeypatch, target, fake):
     grid = _grid((40, 40, 40))
-    monkeypatch.setattr(io.os, target, fake())
+    monkeypatch.setattr(write.os, target, fake())
     out = tmp_path / "x.nii.gz"
     with pytest.raises(OutputError) as e:
         write_labels_atomic(_labels(grid), grid, out)
@@ -119,7 +119,7 @@ def test_short_write_is_caught(tmp_path, monkeypatch):
         def __init__(self, st):
             self.st_size = st.st_size - 1
 
-    monkeypatch.setattr(io.os, "fstat", lambda fd: Short(real(fd)))
+    monkeypatch.setattr(write.os, "fstat", lambda fd: Short(real(fd)))
     grid = _grid()
     with pytest.raises(OutputError, match="bytes on disk"):
         write_labels_atomic(_labels(grid), grid, tmp_path / "x.nii.gz")
@@ -131,7 +131,7 @@ def test_disk_full_is_a_failed_case_through_the_cli(tmp_path, monkeypatch, toy_c
     inputs.mkdir()
     for name in ("a", "b"):
         sitk.WriteImage(hostile.small_scan(), str(inputs / f"{name}_0000.nii.gz"))
-    monkeypatch.setattr(io.os, "write", _fail_after(os.write, 0, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
+    monkeypatch.setattr(write.os, "write", _fail_after(os.write, 0, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
     assert _run(inputs, outputs, toy_card_path) == 1
     err = capsys.readouterr().err
     for name in ("a", "b"):
@@ -152,7 +152,7 @@ def test_file_size_limit_is_a_failed_case(tmp_path, toy_card_path):
     def limit():
         resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
 
-    res = subprocess.run([sys.executable, "-m", "inference", "-i", str(inputs), "-o", str(outputs), "--card",
+    res = subprocess.run([sys.executable, "-m", "abdoseg", "predict", "-i", str(inputs), "-o", str(outputs), "--card",
                           str(toy_card_path), "--runtime", "onnxruntime", "--threads", "1"],
                          cwd=ROOT, capture_output=True, text=True, preexec_fn=limit, timeout=300)
     assert res.returncode == 1, res.stderr

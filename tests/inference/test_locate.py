@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from inference.card import CardError, Geometry, LocatorSpec, ModelCard, load_card
-from inference.locate import ZRange, coarse_slices, locator_input, region_from_probabilities, segment_window
+from abdoseg.inference.card import CardError, Geometry, LocatorSpec, ModelCard, load_card
+from abdoseg.inference.locate import ZRange, coarse_slices, locator_input, region_from_probabilities, segment_window
 
 SPEC = LocatorSpec(model_file="loc.onnx", sha256=None, spacing=(8.0, 8.0, 8.0), shape_yx=(16, 16), margin_mm=16.0)
 
@@ -83,10 +83,10 @@ def test_card_locator_section_is_validated(tmp_path):
 
 
 def test_cobra_preset_borrows_the_shipped_locator_with_its_own_window():
-    from inference.card import COBRA_LOCATE_ABOVE_MM, COBRA_WINDOW_MM, SHIPPED_CARD
+    from abdoseg.inference.card import COBRA_LOCATE_ABOVE_MM, COBRA_WINDOW_MM, card_path
 
     card, _ = load_card("cobra", model_path="x/peer.onnx")
-    shipped, _ = load_card(SHIPPED_CARD)
+    shipped, _ = load_card(card_path("flare21-fp32"))
     if shipped.locator is None:
         pytest.skip("the shipped card has no locator")
     assert card.locator.model_file == shipped.locator.model_file and card.locator.sha256 == shipped.locator.sha256
@@ -121,9 +121,9 @@ def located_card(tmp_path_factory):
     """A toy composed model on a spacing canvas (24 x 8 mm = 192 mm in z) with the toy locator."""
     import onnx
 
-    from inference.card import sha256_of
-    from inference.preprocess_graph import compose_with_network
-    from tests.conftest import toy_network
+    from abdoseg.inference.card import sha256_of
+    from abdoseg.inference.graph.preprocess_graph import compose_with_network
+    from tests.helpers.synthetic import toy_network
 
     folder = tmp_path_factory.mktemp("located")
     geometry = Geometry("spacing", (24, 48, 48), (8.0, 4.0, 4.0))
@@ -148,7 +148,7 @@ def _long_ct(n_z=300, bright=range(200, 240)):
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_long_scan_is_segmented_on_a_canvas_placed_over_the_located_organs(located_card, runtime):
-    from inference.pipeline import Predictor, StageClock
+    from abdoseg.inference.pipeline import Predictor, StageClock
 
     predictor = Predictor.load(located_card, runtime=runtime, threads=1)
     ct, spacing = _long_ct()
@@ -166,7 +166,7 @@ def test_long_scan_is_segmented_on_a_canvas_placed_over_the_located_organs(locat
 
 
 def test_long_scan_without_organs_is_empty_and_says_so(located_card):
-    from inference.pipeline import Predictor, StageClock
+    from abdoseg.inference.pipeline import Predictor, StageClock
 
     predictor = Predictor.load(located_card, runtime="onnxruntime", threads=1)
     ct, spacing = _long_ct(bright=range(0, 0))
@@ -178,7 +178,7 @@ def test_long_scan_without_organs_is_empty_and_says_so(located_card):
 
 
 def test_scan_no_longer_than_the_canvas_is_not_located(located_card):
-    from inference.pipeline import Predictor, StageClock
+    from abdoseg.inference.pipeline import Predictor, StageClock
 
     predictor = Predictor.load(located_card, runtime="onnxruntime", threads=1)
     ct, spacing = _long_ct(n_z=96, bright=range(10, 30))  # exactly 192 mm

@@ -7,7 +7,7 @@ import SimpleITK as sitk
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inference.orientation import Reorientation, orientation_of, parse_orientation
+from abdoseg.inference.grid.orientation import Reorientation, orientation_of, parse_orientation
 
 CODES = ["".join(p) for p in itertools.product("LR", "PA", "SI")]
 ALL_CODES = sorted({"".join(c[i] for i in perm) for c in CODES for perm in itertools.permutations(range(3))})

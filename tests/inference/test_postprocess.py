@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from inference.postprocess import classes_to_labels, keep_largest_components
+from abdoseg.inference.postprocess import classes_to_labels, keep_largest_components
 
 KEEP = {1: 1, 2: 2, 3: 1, 4: 1}
 
@@ -69,7 +69,7 @@ def _two_pieces(gap: int, small: int):
     (4, 3, (2.0, 2.0, 2.0), False),    # the same voxels on a 2 mm grid are 8 mm apart: dropped
 ])
 def test_component_rule_keeps_a_second_piece_when_large_or_near(gap, small, spacing, kept):
-    from inference.labels import ComponentRule
+    from abdoseg.inference.labels import ComponentRule
 
     rule = {4: ComponentRule(keep=1, extra=1, min_ratio=0.4, near_mm=5.0)}
     v = _two_pieces(gap, small)
@@ -78,7 +78,7 @@ def test_component_rule_keeps_a_second_piece_when_large_or_near(gap, small, spac
 
 
 def test_component_rule_extra_bounds_the_pieces_kept():
-    from inference.labels import ComponentRule
+    from abdoseg.inference.labels import ComponentRule
 
     v = np.zeros((4, 4, 40), np.uint8)
     for start in (0, 10, 20, 30):  # four equal pieces: keep 1 + at most 2 more
@@ -88,7 +88,7 @@ def test_component_rule_extra_bounds_the_pieces_kept():
 
 
 def test_component_rule_json_forms_and_validation():
-    from inference.labels import ComponentRule
+    from abdoseg.inference.labels import ComponentRule
 
     assert ComponentRule.parse(2) == ComponentRule(2) and ComponentRule(2).to_json() == 2
     rule = ComponentRule(1, 1, 0.3, 10.0)
@@ -98,7 +98,7 @@ def test_component_rule_json_forms_and_validation():
 
 
 def test_component_rule_drops_pieces_below_the_minimum_volume():
-    from inference.labels import ComponentRule
+    from abdoseg.inference.labels import ComponentRule
 
     v = np.zeros((10, 10, 30), np.uint8)
     v[0:5, 0:5, 0:5] = 1      # 125 voxels = 1 ml at 2 mm (8 mm^3 a voxel)
@@ -115,7 +115,7 @@ def test_component_statistics_equal_cc3d_statistics(seed):
     """Counts and boxes from the labelled voxels alone: as cc3d.statistics gives them (background count included)."""
     import cc3d
 
-    from inference.postprocess import component_statistics
+    from abdoseg.inference.postprocess import component_statistics
 
     rng = np.random.default_rng(seed)
     labels = np.zeros((23, 31, 29), np.uint8)

@@ -2,7 +2,7 @@
 import io
 import sys
 
-from inference.progress import progress
+from abdoseg.inference.process.progress import progress
 
 
 class FakeTerminal(io.StringIO):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from inference.io import _verbatim_nifti_voxels, read_array, read_header
-from inference.scan import Grid
-from tests.conftest import CASES, real_image
+from abdoseg.inference.grid.scan import Grid
+from abdoseg.inference.io.read import _verbatim_nifti_voxels, read_array, read_header
+from tests.helpers import CASES, real_image
 
 DTYPES = [np.uint8, np.int8, np.int16, np.uint16, np.int32, np.uint32, np.float32, np.float64]
 
@@ -55,10 +55,11 @@ def test_inflated_voxels_are_a_writable_view_of_the_inflated_buffer(tmp_path):
     assert voxels.base.nbytes == 352 + voxels.nbytes  # the header and the voxels, one inflated buffer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [100, 5_000_000])
 def test_inflating_reads_across_members_and_checks_the_whole_stream(tmp_path, size):
     """As zlib's gzread (ITK): consecutive members are one stream; what lies past the voxels is inflated and checked."""
-    from inference.io import _INFLATE_TAIL, _inflate
+    from abdoseg.inference.io.read import _INFLATE_TAIL, _inflate
 
     raw = np.random.default_rng(0).integers(0, 4, size, dtype=np.uint8).tobytes()  # compresses ~4x: many reads
     path = tmp_path / "scan.nii.gz"
@@ -126,7 +127,7 @@ def test_real_scans_are_read_verbatim(case):
 
 def test_corrupt_gzip_stream_is_an_input_error(tmp_path):
     """Bytes flipped inside the deflate stream (length and trailer intact): one InputError naming the file."""
-    from inference.io import InputError
+    from abdoseg.inference.io.errors import InputError
 
     path = tmp_path / "bad_0000.nii.gz"
     sitk.WriteImage(_image(np.int16, shape=(20, 64, 64)), str(path))

@@ -1,7 +1,7 @@
 """Thread count honours affinity and cgroup quotas; memory figures are sane."""
 import os
 
-from inference.resources import gpu_memory_mb, gpu_present, peak_rss_mb, usable_cpus
+from abdoseg.inference.process.resources import gpu_memory_mb, gpu_present, peak_rss_mb, usable_cpus
 
 
 def test_cgroup_v2_quota_caps_the_affinity(tmp_path):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from inference.scan import Grid, canonical_hu
+from abdoseg.inference.grid.scan import Grid, canonical_hu
 
 
 def _hu(image, orientation, **kw):

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
-import yaml
 
-from inference.cli import main
-from inference.io import Case
-from inference.shard import Shard
-from tests.conftest import ROOT
-from tests.test_inference_support import synthetic_ct
+from abdoseg.inference.cli import main
+from abdoseg.inference.io.cases import Case
+from abdoseg.inference.process.shard import Shard
+from tests.helpers import ROOT
+from tests.helpers.synthetic import synthetic_ct
 
 NAMES = ["c10", "a", "b2", "zz", "b10", "m", "c2"]
 
@@ -60,6 +59,7 @@ def _folder(tmp_path: Path, names) -> Path:
     return inputs
 
 
+@pytest.mark.slow
 def test_cli_shards_write_disjoint_outputs_covering_the_folder(tmp_path, toy_card_path, capsys):
     inputs = _folder(tmp_path, NAMES[:5])
     written = []
@@ -79,8 +79,10 @@ def test_an_empty_shard_succeeds_with_nothing_to_do(tmp_path, toy_card_path, cap
     assert "shard 1/2: 0 of 1 case(s)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_indexed_job_manifest_runs_the_unchanged_entrypoint_per_index(tmp_path, toy_card_path):
     """The manifest's own command line, with JOB_COMPLETION_INDEX as Kubernetes sets it, through predict.sh."""
+    yaml = pytest.importorskip("yaml")  # PyYAML comes with Ray (requirements-cohort.txt)
     job = yaml.safe_load((ROOT / "deploy" / "k8s-indexed-job.yaml").read_text())
     spec = job["spec"]
     assert job["kind"] == "Job" and spec["completionMode"] == "Indexed"

@@ -1,8 +1,8 @@
-"""Issue 15: "slices" cards (2D networks) run by the same pipeline under the same rules as the 3D path.
+""""Slices" cards (2D networks) run by the same pipeline under the same rules as the 3D path.
 
-The 3D path's orientation, runtime, bad-input and predict.sh tests run here again, unchanged, with the toy 2D
-card in place of the toy 3D one (the `toy_card_path` fixture below overrides conftest's); the tests that
-follow check what is particular to slices: in-plane-only resampling, batching, the z-score intensity.
+The 3D path's orientation, runtime, bad-input and predict.sh tests run with the toy 2D card too (they take the
+`any_toy_card_path` fixture: tests/inference/test_cli.py, test_pipeline.py); these check what is particular to
+slices: in-plane-only resampling, batching, the z-score intensity.
 """
 import json
 
@@ -10,24 +10,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from inference.card import CardError, Geometry, ModelCard, load_card
-from inference.geometry import AxisMap, axis_maps
-from inference.pipeline import Predictor
-from inference.runtime import open_session
-from inference.slice_graph import SliceBatches, build_slice_preprocess_graph, build_slice_resample_graph
-from tests.inference.slice_toy import SLICE_HW, write_toy_slice_card
-from tests.inference.test_cli import (  # noqa: F401 - collected here with the 2D card
-    test_all_good_exits_zero_and_keeps_grid_of_a_real_scan, test_bad_inputs_fail_alone_and_odd_inputs_succeed,
-    test_predict_sh_runs_under_posix_sh)
-from tests.inference.test_pipeline import (  # noqa: F401 - collected here with the 2D card
-    test_both_runtimes_give_the_same_labels, test_file_path_and_image_path_agree_on_a_real_canonical_scan,
-    test_same_scan_in_any_storage_gives_the_same_labels_on_its_own_grid)
-from tests.test_inference_support import synthetic_ct
-
-
-@pytest.fixture(scope="module")
-def toy_card_path(tmp_path_factory):
-    return write_toy_slice_card(tmp_path_factory.mktemp("toy2d"))
+from abdoseg.inference.card import CardError, Geometry, ModelCard, load_card
+from abdoseg.inference.graph.runtime import open_session
+from abdoseg.inference.graph.slice_graph import SliceBatches, build_slice_preprocess_graph, build_slice_resample_graph
+from abdoseg.inference.grid.geometry import AxisMap, axis_maps
+from abdoseg.inference.pipeline import Predictor
+from tests.helpers.slice_toy import SLICE_HW, write_toy_slice_card
+from tests.helpers.synthetic import synthetic_ct
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +43,10 @@ def test_inplane_resample_keeps_every_slice_and_matches_the_axis_maps():
     np.testing.assert_allclose(hu, expected, atol=0.05)
 
 
-def test_batches_of_slices_give_the_whole_volume_at_once(toy_card_path):
+def test_batches_of_slices_give_the_whole_volume_at_once(slice_card_path):
     """SliceBatches (batch 3, last batch padded) equals the graph run on all slices together, and the
     OpenVINO session compiles one batch shape for the whole scan."""
-    card, model_path = load_card(toy_card_path)
+    card, model_path = load_card(slice_card_path)
     ct = sitk.GetArrayFromImage(synthetic_ct((11, 50, 45), (2.0, 0.8, 0.8)))
     whole = open_session(model_path, "onnxruntime", 1).run({"ct": ct})
     assert whole.shape == (11, *SLICE_HW) and len(np.unique(whole)) > 2
@@ -81,8 +70,8 @@ def test_zscore_card_normalises_with_its_stored_statistics(zscore_card_path):
     assert labels.shape == (9, 30, 31) and len(np.unique(labels)) > 1
 
 
-def test_slice_cards_are_validated(toy_card_path):
-    card, _ = load_card(toy_card_path)
+def test_slice_cards_are_validated(slice_card_path):
+    card, _ = load_card(slice_card_path)
     with pytest.raises(CardError, match="composed graph"):
         ModelCard(**{**card.__dict__, "graph": "network"})
     with pytest.raises(CardError, match="exactly one window"):

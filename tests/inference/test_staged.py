@@ -1,4 +1,4 @@
-"""The network in parts (inference.staged): the slab plan, exact labels against the whole graph, the cut's check."""
+"""The network in parts (abdoseg.inference.graph.staged): the slab plan, exact labels against the whole graph, the cut's check."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,12 +11,14 @@ import onnx
 import pytest
 import SimpleITK as sitk
 
-from inference.card import SlabTail, load_card
-from inference.pipeline import DEFAULT_CARD, FP32_CARD, Predictor
-from inference.runtime import open_session
-from inference.scan import Grid, canonical_hu
-from inference.staged import InPlaneChunks, StagedSession, network_parts, slab_agreement, slab_plan
-from tests.conftest import ROOT, real_image
+from abdoseg.inference.card import DEFAULT_CARD, SlabTail, card_path, load_card
+from abdoseg.inference.graph.runtime import open_session
+from abdoseg.inference.graph.staged import InPlaneChunks, StagedSession, network_parts, slab_agreement, slab_plan
+from abdoseg.inference.grid.scan import Grid, canonical_hu
+from abdoseg.inference.pipeline import Predictor
+from tests.helpers import ROOT, real_image
+
+INT8_CARD, FP32_CARD = card_path(DEFAULT_CARD), card_path("flare21-fp32")
 
 
 @pytest.mark.parametrize("depth", [1, 5, 13, 14, 15, 24, 48, 49, 100])
@@ -38,6 +40,7 @@ def shipped():
     return card, onnx.load(str(path))
 
 
+@pytest.mark.slow
 def test_the_shipped_cut_gives_the_whole_networks_classes_and_needs_its_halo(shipped):
     card, composed = shipped
     assert card.slab_tail is not None
@@ -52,6 +55,7 @@ def test_an_unknown_cut_is_refused(shipped):
         network_parts(composed, SlabTail(cut="nowhere", halo=1, slab=12), (1, 2, *card.geometry.shape), card.num_classes)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
 def test_the_parts_give_the_composed_graphs_classes_on_a_real_scan(runtime, tmp_path):
     """In z-slabs (fp32 card) or whole with ArgMax as comparisons (the card without its slab_tail): the classes
@@ -72,13 +76,14 @@ def test_the_parts_give_the_composed_graphs_classes_on_a_real_scan(runtime, tmp_
     assert expected.any() and np.array_equal(slabs.run(feeds), expected) and np.array_equal(whole.run(feeds), expected)
 
 
-@pytest.mark.parametrize("card,parts", [(DEFAULT_CARD, ["graph", "inplane"]),
+@pytest.mark.slow
+@pytest.mark.parametrize("card,parts", [(INT8_CARD, ["graph", "inplane"]),
                                         (FP32_CARD, ["inplane", "prep", "tail", "trunk"])])
 def test_with_a_cache_folder_the_parts_are_files_and_a_cold_run_never_imports_onnx(card, parts, tmp_path):
     cache = tmp_path / "cache"
 
     def run(shape: tuple[int, int, int]) -> str:
-        code = ("import sys, numpy as np; from inference.pipeline import Predictor; "
+        code = ("import sys, numpy as np; from abdoseg.inference.pipeline import Predictor; "
                 f"p = Predictor.load({str(card)!r}, threads=2, cache_dir={str(cache)!r}); "
                 f"p.segment(np.full({shape}, -1000, np.int16), (5.0, 6.0, 6.0)); "
                 "print('onnx' in sys.modules, 'openvino.tools.ovc' in sys.modules)")
@@ -104,8 +109,8 @@ def test_a_cache_folder_that_cannot_be_made_is_skipped(tmp_path):
 def test_argmax_as_comparisons_gives_argmax_ties_included(runtime):
     from onnx import TensorProto, helper
 
-    from inference.runtime import open_session
-    from inference.staged import argmax_as_comparisons
+    from abdoseg.inference.graph.runtime import open_session
+    from abdoseg.inference.graph.staged import argmax_as_comparisons
 
     k = 6
     nodes = [helper.make_node("ArgMax", ["scores"], ["index"], axis=1, keepdims=0),
@@ -128,9 +133,13 @@ def test_argmax_as_comparisons_gives_argmax_ties_included(runtime):
 def test_the_inplane_part_in_chunks_then_the_rest_is_the_preprocessing_in_one_graph(runtime, depth):
     """Chunks of INPLANE_CHUNK slices (fewer, one, or the last shifted back), then z and the windows: the image the
     one-graph preprocessing gives, pad included (the scan is narrower than the canvas on every axis)."""
-    from inference.preprocess_graph import build_from_plane_graph, build_inplane_graph, build_preprocess_graph
+    from abdoseg.inference.graph.preprocess_graph import (
+        build_from_plane_graph,
+        build_inplane_graph,
+        build_preprocess_graph,
+    )
 
-    card, _ = load_card(DEFAULT_CARD)
+    card, _ = load_card(INT8_CARD)
     ct = np.random.default_rng(depth).integers(-1024, 1500, (depth, 70, 58)).astype(np.int16)
     feeds = {"ct": ct, "spacing": np.asarray((5.0, 6.0, 6.0), np.float32)}
     one, inplane, rest = (open_session(g(x).SerializeToString(), runtime, 2) for g, x in (

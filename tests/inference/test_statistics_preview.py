@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from inference.cli import main
-from inference.labels import FLARE21_LABELS, label_map
-from inference.preview import colour, write_preview
-from inference.scan import Grid
-from inference.statistics import case_statistics
-from tests.conftest import DATA, real_image, real_label
+from abdoseg.inference.cli import main
+from abdoseg.inference.grid.scan import Grid
+from abdoseg.inference.labels import FLARE21_LABELS, label_map
+from abdoseg.inference.outputs.preview import colour, write_preview
+from abdoseg.inference.outputs.statistics import case_statistics
+from tests.helpers import DATA, real_image, real_label
 
 FONT_SWATCH_PX = 16 * 16  # the legend swatch of an absent organ is still drawn
 
@@ -85,13 +85,13 @@ def test_cli_writes_statistics_and_preview_beside_the_label_map(tmp_path, toy_ca
 
 
 def test_a_failing_extra_output_removes_the_ones_already_written(tmp_path, monkeypatch):
-    import inference.preview
-    from inference.outputs import ExtraOutputs, write_extras
+    import abdoseg.inference.outputs.preview
+    from abdoseg.inference.outputs.case import ExtraOutputs, write_extras
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(inference.preview, "write_preview", broken)
+    monkeypatch.setattr(abdoseg.inference.outputs.preview, "write_preview", broken)
     ct = sitk.ReadImage(str(real_image("abdpelvis3mm")))
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(real_label("abdpelvis3mm")))).astype(np.uint8)
     with pytest.raises(OSError, match="disk full"):
@@ -112,7 +112,7 @@ def test_flare22_statistics_and_preview_cover_the_card_label_set(tmp_path):
     counts them), and the preview draws every present organ (ids above 4 too) in its colour."""
     from PIL import Image
 
-    from inference.outputs import ExtraOutputs, write_extras
+    from abdoseg.inference.outputs.case import ExtraOutputs, write_extras
 
     ct, labels = _flare22("abdpelvis3mm")
     flare22 = label_map("flare22")

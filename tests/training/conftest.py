@@ -1,17 +1,17 @@
-"""A quick real training run shared by the training and export tests."""
+"""The training tests need torch: without it this folder is skipped, and reported so. A quick real training run
+is shared by the training and export tests."""
 import pytest
 
-from inference.card import Geometry
-from tests.conftest import DATA
-from training.train import TrainConfig, train
+pytest.importorskip("torch")
 
-QUICK = dict(data=str(DATA / "flare21"), geometry=Geometry("resize", (32, 64, 64)), iters_per_epoch=8, crop=(16, 32, 32),
-             batch_size=2, seed=3, threads=2)
+from tests.helpers.training import QUICK  # noqa: E402 - after the skip
 
 
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory):
     """Five epochs of eight steps on the bundled real scans (about 15 s on 2 cores)."""
+    from abdoseg.training.train import TrainConfig, train
+
     run = tmp_path_factory.mktemp("quick_run")
     train(TrainConfig(epochs=5, **QUICK), run, progress=False)
     return run

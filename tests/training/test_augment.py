@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from training.augment import NO_AUGMENT, AugmentConfig, augmented_crop, crop_grid, random_matrix, sample_crop
+from abdoseg.training.augment import NO_AUGMENT, AugmentConfig, augmented_crop, crop_grid, random_matrix, sample_crop
 
 
 def _blobs(shape=(32, 64, 64), seed=0):
@@ -67,7 +67,7 @@ def test_organ_shift_reaches_every_organ_class_of_a_flare22_crop():
         labels[2:14, 2 + 7 * k:7 + 7 * k, 2:7] = c
     hu = torch.zeros(labels.shape)
     cfg = AugmentConfig(organ_hu_shift=50, organ_shift_p=1, global_hu_shift=0, noise_p=0, blur_p=0)
-    from training.augment import intensity_augment
+    from abdoseg.training.augment import intensity_augment
 
     out = intensity_augment(hu, labels, np.random.default_rng(0), cfg)
     shifts = {c: out[labels == c] for c in (1, 2, 6, 9, 14)}

@@ -5,13 +5,21 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from inference.card import Geometry
-from inference.geometry import axis_maps
-from tests.conftest import DATA
-from training.data import (
-    FULL, UPPER60, Crop, Resampler, body_mask, find_cases, load_samples, model_grid_sample, read_canonical,
+from abdoseg.inference.card import Geometry
+from abdoseg.inference.grid.geometry import axis_maps
+from abdoseg.training.data import (
+    FULL,
+    UPPER60,
+    Crop,
+    Resampler,
+    body_mask,
+    find_cases,
+    load_samples,
+    model_grid_sample,
+    read_canonical,
     training_classes,
 )
+from tests.helpers import DATA
 
 FLARE = DATA / "flare21"
 SMALL = Geometry("resize", (32, 64, 64))

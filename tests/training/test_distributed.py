@@ -1,5 +1,5 @@
 """Data-parallel training on the CPU with 2 gloo processes: after k steps both ranks hold identical weights and
-every step's loss equals the single-process run's on the same global batch; `torchrun -m training train` runs,
+every step's loss equals the single-process run's on the same global batch; `torchrun -m abdoseg train` runs,
 rank 0 alone writes the run folder, and the run resumes."""
 import json
 import math
@@ -13,11 +13,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.conftest import ROOT
-from tests.training.conftest import QUICK
-from training import distributed
-from training.losses import DiceCELoss
-from training.train import TrainConfig, _build, _load_data, _train_epoch
+from abdoseg.training import distributed
+from abdoseg.training.losses import DiceCELoss
+from abdoseg.training.train import TrainConfig, _build, _load_data, _train_epoch
+from tests.helpers import ROOT
+from tests.helpers.training import QUICK
 
 # Dropout off: its masks are drawn per rank, so with it the two runs agree in distribution only.
 CFG = dict(QUICK, batch_size=4, iters_per_epoch=3, dropout=0.0, threads=1)
@@ -49,6 +49,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_match_the_single_process_step_for_step(tmp_path):
     """k steps of the real loop. Step 1 starts from the same weights: its loss must agree to float precision.
     Later steps start from weights that one Adam step moved: this network's float32 gradients on tiny crops are
@@ -101,6 +102,7 @@ def _tiny_rank(rank: int, port: int, out) -> None:
         distributed.teardown(ctx)
 
 
+@pytest.mark.slow
 def test_ddp_gradient_equals_the_single_process_gradient(tmp_path):
     """Global batch norm + global-batch Dice+CE + DDP's average = the gradient of one process on the whole batch."""
     loss, grads = _tiny_step(distributed.Context())
@@ -122,12 +124,13 @@ def test_batch_slices_cover_the_global_batch_and_refuse_uneven_splits():
         distributed.batch_slice(6, distributed.Context(rank=0, world=4))
 
 
+@pytest.mark.slow
 def test_torchrun_trains_with_one_writer_and_resumes(tmp_path):
     """The real command line under torchrun (2 CPU processes, gloo). Its time budget runs out during epoch 0 (the
     ranks stop together after one step); `--resume` with a new budget runs epoch 1."""
     run = tmp_path / "run"
     base = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-            str(_free_port()), "-m", "training", "train", "--data", QUICK["data"], "--out", str(run),
+            str(_free_port()), "-m", "abdoseg", "train", "--data", QUICK["data"], "--out", str(run),
             "--threads", "1", "--no-progress"]
     first = base + ["--epochs", "2", "--iters-per-epoch", "3", "--batch-size", "2", "--crop", "16", "32", "32",
                     "--max-minutes", "0.0001"]

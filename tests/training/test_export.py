@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from inference.card import load_card, verify_checksum
-from inference.pipeline import FP32_CARD, Predictor
-from tests.conftest import CASES, real_image, real_label
-from training.data import Resampler, find_cases, read_canonical
-from training.export import PARITY_MIN, ExportError, export_run, load_run, torch_classes
+from abdoseg.inference.card import card_path, load_card, verify_checksum
+from abdoseg.inference.pipeline import Predictor
+from abdoseg.training.data import Resampler, find_cases, read_canonical
+from abdoseg.training.export import PARITY_MIN, ExportError, export_run, load_run, torch_classes
+from tests.helpers import CASES, real_image, real_label
+
+FP32_CARD = card_path("flare21-fp32")
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +22,8 @@ def diverse_run(quick_run, tmp_path_factory):
 
     import torch
 
-    from training.network import CobraUNet
-    from training.windows import hu_to_channels
+    from abdoseg.networks.cobra_unet import CobraUNet
+    from abdoseg.training.windows import hu_to_channels
 
     run = tmp_path_factory.mktemp("diverse_run")
     for name in ("config.json", "train_log.jsonl", "curves.png"):
@@ -45,6 +47,7 @@ def exported(diverse_run, tmp_path_factory):
     return export_run(diverse_run, out, name="quick", recipe="pytest quick run")
 
 
+@pytest.mark.slow
 def test_export_writes_a_checked_card_with_parity_and_provenance(exported, diverse_run):
     onnx_path, card_path = exported
     card, model_path = load_card(card_path)
@@ -61,6 +64,7 @@ def test_export_writes_a_checked_card_with_parity_and_provenance(exported, diver
     assert len(np.unique(torch_classes(model, Resampler(cfg.geometry), hu, spacing))) >= 3
 
 
+@pytest.mark.slow
 def test_the_composed_graph_takes_any_input_size(exported):
     import onnxruntime as ort
 
@@ -88,10 +92,11 @@ def _dice(a, b):
     return 2 * (a & b).sum() / s
 
 
-@pytest.mark.skipif(not FP32_CARD.is_file(), reason="shipped weights not built yet (python -m training export)")
+@pytest.mark.slow
+@pytest.mark.skipif(not FP32_CARD.is_file(), reason="shipped weights not built yet (python -m abdoseg export)")
 @pytest.mark.parametrize("case", CASES)
 def test_shipped_weights_reach_090_on_their_training_scans(case):
-    """Golden end-to-end check of weights/: liver, kidneys, spleen DSC >= 0.90 (these ARE its training scans)."""
+    """Golden end-to-end check of abdoseg/weights/: liver, kidneys, spleen DSC >= 0.90 (these ARE its training scans)."""
     predictor = Predictor.load(FP32_CARD, runtime="onnxruntime", threads=2)
     pred = predictor.segment_image(sitk.ReadImage(str(real_image(case))))
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(real_label(case))))
@@ -102,11 +107,12 @@ def test_shipped_weights_reach_090_on_their_training_scans(case):
     assert json.loads(FP32_CARD.read_text())["provenance"]["parameters"] == 436_982 and card.graph == "composed"
 
 
-@pytest.mark.skipif(not FP32_CARD.is_file(), reason="shipped weights not built yet (python -m training export)")
+@pytest.mark.slow
+@pytest.mark.skipif(not FP32_CARD.is_file(), reason="shipped weights not built yet (python -m abdoseg export)")
 @pytest.mark.parametrize("variant", ["reoriented", "upper60"])
 def test_shipped_weights_hold_when_restored_or_cropped(variant):
-    """Issue 3: within 0.02 DSC of the as-stored scan when re-stored in another orientation or cut to the upper 60 %."""
-    from training.reframe import reframe
+    """Within 0.02 DSC of the as-stored scan when re-stored in another orientation or cut to the upper 60 %."""
+    from abdoseg.training.reframe import reframe
 
     predictor = Predictor.load(FP32_CARD, runtime="onnxruntime", threads=2)
     image, truth = sitk.ReadImage(str(real_image("abdpelvis3mm"))), sitk.ReadImage(str(real_label("abdpelvis3mm")))
@@ -120,7 +126,7 @@ def test_shipped_weights_hold_when_restored_or_cropped(variant):
 
 
 def test_cli_reports_a_bad_run_folder_in_one_line(tmp_path, capsys):
-    from training.__main__ import main
+    from abdoseg.training.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["export", str(tmp_path), "--out", str(tmp_path / "w")])

@@ -5,12 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.card import Geometry, load_card
-from inference.labels import label_map
-from inference.pipeline import Predictor, StageClock
-from tests.conftest import CASES, DATA, real_image
-from training.export import export_run
-from training.train import TrainConfig, train
+from abdoseg.inference.card import Geometry, load_card
+from abdoseg.inference.labels import label_map
+from abdoseg.inference.pipeline import Predictor, StageClock
+from abdoseg.training.export import export_run
+from abdoseg.training.train import TrainConfig, train
+from tests.helpers import CASES, DATA, real_image
 
 
 def flare22_folder(root: Path) -> Path:
@@ -33,12 +33,14 @@ def flare22_export(tmp_path_factory):
     return run, export_run(run, tmp_path_factory.mktemp("weights"), name="quick22", recipe="pytest")
 
 
+@pytest.mark.slow
 def test_the_run_validates_every_flare22_organ(flare22_export):
     run, _ = flare22_export
     record = json.loads((run / "train_log.jsonl").read_text().splitlines()[-1])
     assert list(record["val_dice"]) == list(label_map("flare22").organs.values())
 
 
+@pytest.mark.slow
 def test_the_export_is_a_flare22_card_and_segments_flare22_labels(flare22_export):
     _, (onnx_path, card_path) = flare22_export
     card, _ = load_card(card_path)

@@ -1,13 +1,13 @@
-"""Training reads its label set from the config (issue 12): labels checked, classes, names, warm start."""
+"""Training reads its label set from the config: labels checked, classes, names, warm start."""
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import DATA
-from training.data import Case, read_canonical
-from training.train import TrainConfig, build_network, init_weights, network_classes, organ_names, sample_center
+from abdoseg.training.data import Case, read_canonical
+from abdoseg.training.train import TrainConfig, build_network, init_weights, network_classes, organ_names, sample_center
+from tests.helpers import DATA
 
 CASE = "upperabd1mm"
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from tests.conftest import real_image, real_label
-from training.long_scans import extend_arrays, filler_slices, long_scan, organ_free_scan
+from abdoseg.training.long_scans import extend_arrays, filler_slices, long_scan, organ_free_scan
+from tests.helpers import real_image, real_label
 
 
 def test_extend_arrays_appends_mirrored_filler_with_background_labels():

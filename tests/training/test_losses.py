@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.losses import DiceCELoss, class_weights_from_counts, soft_dice_per_class
+from abdoseg.training.losses import DiceCELoss, class_weights_from_counts, soft_dice_per_class
 
 
 def test_rarer_classes_weigh_more_and_weights_sum_to_one():

@@ -1,7 +1,7 @@
 """The network: exact parameter count of the published layout, shapes, fully convolutional."""
 import torch
 
-from training.network import EXPECTED_PARAMETERS, CobraUNet, count_parameters
+from abdoseg.networks.cobra_unet import EXPECTED_PARAMETERS, CobraUNet, count_parameters
 
 
 def test_parameter_count_is_the_published_436982():

@@ -3,9 +3,16 @@ import numpy as np
 import pytest
 import torch
 
-from training.networks import ARCHITECTURES, SLICE_ARCHITECTURES, build, count_parameters, get, set_deep_supervision
-from training.networks.flops import forward_flops
-from training.networks.onnx_export import slices_onnx_bytes
+from abdoseg.networks.flops import forward_flops
+from abdoseg.networks.onnx_export import slices_onnx_bytes
+from abdoseg.networks.registry import (
+    ARCHITECTURES,
+    SLICE_ARCHITECTURES,
+    build,
+    count_parameters,
+    get,
+    set_deep_supervision,
+)
 
 # tiny widths and the smallest input each 2D network's strides allow (nnU-Net's 2D plan has 8 resolutions)
 TINY = {"vgg13_unet_ds": (1 / 16, (64, 48)), "nnunet2d": (1 / 16, (256, 128)), "hrnet48_ocr": (1 / 16, (64, 96))}
@@ -88,6 +95,7 @@ def _randomise_norm_statistics(model: torch.nn.Module) -> None:
             m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SLICE_ARCHITECTURES)
 def test_onnx_export_agrees_with_torch_on_a_batch_of_another_size(name):
     ort = pytest.importorskip("onnxruntime")
@@ -110,8 +118,9 @@ def test_flop_counter_counts_two_per_multiply_add():
     assert forward_flops(conv, (1, 3, 16, 16)) == 2 * 16 * 16 * 8 * 3 * 9
 
 
+@pytest.mark.slow
 def test_architectures_command_prints_every_network(capsys):
-    from training.__main__ import main
+    from abdoseg.training.cli import main
 
     assert main(["architectures", "--width", "0.0625"]) == 0
     lines = capsys.readouterr().out.splitlines()

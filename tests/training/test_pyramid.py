@@ -1,11 +1,11 @@
-"""Seed 001's recipe pieces (issue 12): deep supervision heads, the KL consistency term, the sigmoid ramp-up."""
+"""Seed 001's recipe pieces: deep supervision heads, the KL consistency term, the sigmoid ramp-up."""
 import math
 
 import pytest
 import torch
 
-from training.losses import DiceCELoss
-from training.pyramid import DS_WEIGHTS, PyramidUNet, consistency_kl, deep_supervision_loss, sigmoid_rampup
+from abdoseg.training.losses import DiceCELoss
+from abdoseg.training.pyramid import DS_WEIGHTS, PyramidUNet, consistency_kl, deep_supervision_loss, sigmoid_rampup
 
 
 @pytest.fixture(autouse=True)

@@ -3,12 +3,12 @@ import json
 
 import pytest
 
-from inference.card import load_card
-from tests.conftest import DATA
-from tests.training.conftest import QUICK
-from training.export import export_run
-from training.reframe import VARIANTS, write_variants
-from training.train import TrainConfig, train
+from abdoseg.inference.card import load_card
+from abdoseg.training.export import export_run
+from abdoseg.training.reframe import VARIANTS, write_variants
+from abdoseg.training.train import TrainConfig, train
+from tests.helpers import DATA
+from tests.helpers.training import QUICK
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +21,7 @@ def unlabelled_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_a_run_with_unlabelled_scans_logs_both_loss_terms(unlabelled_run):
     records = [json.loads(line) for line in (unlabelled_run / "train_log.jsonl").read_text().splitlines()]
     assert len(records) == 2
@@ -31,6 +32,7 @@ def test_a_run_with_unlabelled_scans_logs_both_loss_terms(unlabelled_run):
     assert cfg["deep_supervision"] and cfg["unlabelled"]
 
 
+@pytest.mark.slow
 def test_the_deep_supervision_run_exports_the_plain_network(unlabelled_run, tmp_path):
     onnx_path, card_path = export_run(unlabelled_run, tmp_path, name="ssl", recipe="pytest")
     card, _ = load_card(card_path)

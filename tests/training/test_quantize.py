@@ -1,4 +1,4 @@
-"""INT8 (training.quantize): NNCF quantizes the network only, the gate names each breach, the shipped INT8 card
+"""INT8 (abdoseg.training.quantize): NNCF quantizes the network only, the gate names each breach, the shipped INT8 card
 keeps its gate on the real scans."""
 from __future__ import annotations
 
@@ -9,11 +9,17 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from inference.card import NAMED_CARDS, load_card
-from inference.pipeline import DEFAULT_CARD, FP32_CARD
-from tests.conftest import DATA
-from training.quantize import MAX_DSC_CHANGE, MIN_AGREEMENT, QuantizeError, _gate_failures, gate, quantize_card, \
-    quantized_composed
+from abdoseg.inference.card import DEFAULT_CARD, NAMED_CARDS, card_path, load_card
+from abdoseg.training.quantize import (
+    MAX_DSC_CHANGE,
+    MIN_AGREEMENT,
+    QuantizeError,
+    _gate_failures,
+    gate,
+    quantize_card,
+    quantized_composed,
+)
+from tests.helpers import DATA
 
 
 def _classes(model: onnx.ModelProto, ct: np.ndarray) -> np.ndarray:
@@ -48,13 +54,14 @@ def test_an_int8_card_is_not_quantized_again(tmp_path):
         quantize_card(NAMED_CARDS["flare21"], DATA / "flare21", tmp_path, "again")
 
 
+@pytest.mark.slow
 def test_the_shipped_int8_card_holds_its_gate_on_the_real_scans():
     int8 = NAMED_CARDS["flare21"]
-    assert int8 == DEFAULT_CARD  # the product's card
+    assert int8 == card_path(DEFAULT_CARD)  # the product's card
     card, _ = load_card(int8)
     assert card.precision == "int8" and card.slab_tail is None  # the network runs whole (small INT8 activations)
     recorded = json.loads(int8.read_text())["provenance"]["quantization"]["gate"]["measured"]
-    measured = gate(FP32_CARD, int8, DATA / "flare21")
+    measured = gate(card_path("flare21-fp32"), int8, DATA / "flare21")
     assert _gate_failures(measured) == [] and set(measured) == set(recorded)
     for scan, figures in measured.items():  # the card's record is what this CPU measures again
         assert abs(figures["agreement"] - recorded[scan]["agreement"]) < 5e-4

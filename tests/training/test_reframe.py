@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from inference.orientation import Reorientation, orientation_of
-from tests.conftest import real_image
-from training.reframe import reframe
+from abdoseg.inference.grid.orientation import Reorientation, orientation_of
+from abdoseg.training.reframe import reframe
+from tests.helpers import real_image
 
 
 def _canonical(image):

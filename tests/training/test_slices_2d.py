@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from inference.card import Geometry, Window
-from tests.conftest import DATA
-from training.data import Resampler, find_cases, read_canonical
-from training.recipes_2d import RECIPES, DeepSupervisionLoss, build_for, nnunet_ds_weights, train_steps
-from training.slices import Intensity, SliceSampler, SliceVolume, load_slice_volumes
+from abdoseg.inference.card import Geometry, Window
+from abdoseg.training.data import Resampler, find_cases, read_canonical
+from abdoseg.training.slices.data import Intensity, SliceSampler, SliceVolume, load_slice_volumes
+from abdoseg.training.slices.recipes import RECIPES, DeepSupervisionLoss, build_for, nnunet_ds_weights, train_steps
+from tests.helpers import DATA
 
 HW = (64, 64)
 
@@ -108,6 +108,7 @@ def test_recipes_hold_the_papers_figures():
     assert set(RECIPES) == {"vgg13_unet_ds", "nnunet2d", "hrnet48_ocr"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", sorted(RECIPES))
 def test_a_tiny_width_trains_a_few_steps_and_the_loss_falls(arch, volumes, one_thread):
     recipe = RECIPES[arch]

@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
-from tests.training.conftest import QUICK
-from training.train import TrainConfig, split_cases, train
+from abdoseg.training.train import TrainConfig, split_cases, train
+from tests.helpers.training import QUICK
 
 
 def test_loss_falls_and_the_run_folder_is_complete(quick_run):
@@ -19,6 +19,7 @@ def test_loss_falls_and_the_run_folder_is_complete(quick_run):
     assert TrainConfig.from_json((quick_run / "config.json").read_text()) == TrainConfig(epochs=5, **QUICK)
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train(TrainConfig(epochs=2, **{**QUICK, "iters_per_epoch": 3}), straight, progress=False)
@@ -50,7 +51,7 @@ def test_folds_split_cases_and_refuse_too_many():
 def test_crop_centres_visit_small_organs_as_often_as_large_ones():
     import numpy as np
 
-    from training.train import sample_center
+    from abdoseg.training.train import sample_center
 
     classes = np.ones((20, 40, 40), np.uint8)
     classes[:, :30, :30] = 2  # a large "liver"
@@ -61,6 +62,7 @@ def test_crop_centres_visit_small_organs_as_often_as_large_ones():
     assert 150 < spleen < 250  # about half the organ draws, although it is 1/18,000 of the organ voxels
 
 
+@pytest.mark.slow
 def test_init_from_starts_from_a_checkpoint(quick_run, tmp_path):
     """Fine-tuning: with a zero learning rate the convolution weights stay those of the checkpoint."""
     cfg = TrainConfig(epochs=1, lr=0.0, init_from=str(quick_run / "best.pt"), **{**QUICK, "iters_per_epoch": 1})

@@ -1,4 +1,4 @@
-"""Issue 15: `python -m training train --arch <2D>` -> `export` (parity gate, "slices" card) -> predict.sh --card.
+"""The 2D systems: `abdoseg train --arch <2D>` -> `export` (parity gate, "slices" card) -> predict.sh --card.
 
 Tiny widths on 64x64 slices of the two bundled real scans, a few steps: the path, not the accuracy."""
 import json
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from inference.card import load_card
-from tests.conftest import DATA, ROOT, real_image
-from training.__main__ import main as training_main
-from training.export import ExportError
+from abdoseg.inference.card import load_card
+from abdoseg.training.cli import main as training_main
+from abdoseg.training.export import ExportError
+from tests.helpers import DATA, ROOT, real_image
 
 ARCHS = ("nnunet2d", "vgg13_unet_ds", "hrnet48_ocr")
 
@@ -35,6 +35,7 @@ def runs(tmp_path_factory):
     return {arch: _train(arch, out) for arch in ARCHS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
 def test_a_2d_run_exports_a_slices_card_that_predict_sh_runs(arch, runs, tmp_path):
     run = runs[arch]
@@ -66,8 +67,9 @@ def test_a_2d_run_exports_a_slices_card_that_predict_sh_runs(arch, runs, tmp_pat
     assert sorted(p.name for p in outputs.iterdir()) == ["upperabd1mm.nii.gz"]  # atomic: no temporary left
 
 
+@pytest.mark.slow
 def test_export_writes_nothing_when_parity_fails(runs, tmp_path, monkeypatch):
-    import training.export_2d as export_2d
+    import abdoseg.training.slices.export as export_2d
 
     monkeypatch.setattr(export_2d, "PARITY_MIN", 1.000001)  # no agreement can reach it
     with pytest.raises(ExportError, match="parity failed"):
@@ -82,7 +84,7 @@ def test_unknown_2d_arch_is_a_usage_error(tmp_path, capsys):
 
 
 def test_default_inference_batch_is_four_slices():
-    from training.train_2d import SliceTrainConfig
+    from abdoseg.training.slices.train import SliceTrainConfig
 
     batch = lambda hw, n=None: SliceTrainConfig(data="-", arch="vgg13_unet_ds", slice_size=hw,  # noqa: E731
                                                 slices_per_run=n).inference_batch

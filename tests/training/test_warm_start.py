@@ -3,15 +3,15 @@ import numpy as np
 import pytest
 import torch
 
-from inference.card import load_card
-from inference.pipeline import FP32_CARD
-from tests.conftest import DATA
-from training.data import Resampler, find_cases, read_canonical
-from training.export import torch_classes
-from training.warm_start import network_from_onnx
+from abdoseg.inference.card import card_path, load_card
+from abdoseg.training.data import Resampler, find_cases, read_canonical
+from abdoseg.training.export import torch_classes
+from abdoseg.training.warm_start import network_from_onnx
+from tests.helpers import DATA
 
 
-@pytest.mark.parametrize("card_spec", [FP32_CARD, "flare22"])  # FLARE21 (6 classes) and FLARE22 (15): every layer
+@pytest.mark.slow
+@pytest.mark.parametrize("card_spec", [card_path("flare21-fp32"), "flare22"])  # FLARE21 (6 classes) and FLARE22 (15): every layer
 def test_rebuilt_network_agrees_with_the_shipped_file_on_a_real_scan(card_spec):
     import onnxruntime as ort
 
@@ -26,7 +26,7 @@ def test_rebuilt_network_agrees_with_the_shipped_file_on_a_real_scan(card_spec):
 
 
 def test_frozen_norm_keeps_running_statistics_in_training_mode():
-    from training.network import CobraUNet
+    from abdoseg.networks.cobra_unet import CobraUNet
 
     model = CobraUNet(frozen_norm=True).train()
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]

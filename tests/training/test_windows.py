@@ -3,9 +3,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from inference.card import Geometry, ModelCard
-from inference.preprocess_graph import build_window_graph
-from training.windows import hu_to_channels
+from abdoseg.inference.card import Geometry, ModelCard
+from abdoseg.inference.graph.preprocess_graph import build_window_graph
+from abdoseg.training.windows import hu_to_channels
 
 
 def test_window_twin_matches_the_graph():

@@ -1,4 +1,4 @@
-"""`--device auto` uses the fine stage only when its card shows it winning on every organ (issue 12)."""
+"""`--device auto` uses the fine stage only when its card shows it winning on every organ."""
 import dataclasses
 import json
 from pathlib import Path
@@ -6,11 +6,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from inference import cli
-from inference.fine.card import FineCard, OrganScore, Validation, fine_verdict, load_fine_card
+from abdoseg.inference import cli
+from abdoseg.inference.card import WEIGHTS_DIR
+from abdoseg.inference.fine.card import FineCard, OrganScore, Validation, fine_verdict, load_fine_card
 
 ORGANS = ("liver", "kidneys", "spleen", "pancreas")
-SHIPPED = Path(__file__).resolve().parents[3] / "weights"
+SHIPPED = WEIGHTS_DIR
 
 
 def _validation(fine_kidneys: float) -> Validation:
@@ -32,8 +33,8 @@ def gpu(monkeypatch):
 def tiny_state():
     """Tiny fine weights trained here, two steps on a synthetic crop (no fine weights are shipped)."""
     torch = pytest.importorskip("torch")
-    from training.fine.data import FineSample
-    from training.fine.train import TrainConfig, train
+    from abdoseg.training.fine.data import FineSample
+    from abdoseg.training.fine.train import TrainConfig, train
 
     labels = torch.zeros((16, 32, 32), dtype=torch.int64)
     labels[4:12, 8:20, 8:20], labels[6:10, 22:28, 22:28] = 1, 2
@@ -42,7 +43,7 @@ def tiny_state():
 
 
 def _tiny_card() -> FineCard:
-    from inference.fine.card import Architecture
+    from abdoseg.inference.fine.card import Architecture
 
     return FineCard(name="tiny", weights_file="fine.pt", sha256=None, patch_size=(16, 32, 32),
                     architecture=Architecture(base_features=2, max_features=4, n_stages=3))
@@ -53,7 +54,7 @@ def weights(tmp_path, tiny_state):
     """A weights folder with the tiny fine weights and a card holding `validation` (call it)."""
     import torch
 
-    from inference.card import sha256_of
+    from abdoseg.inference.card import sha256_of
 
     def make(validation: Validation | None) -> Path:
         torch.save(tiny_state, tmp_path / "fine.pt")
@@ -65,6 +66,7 @@ def weights(tmp_path, tiny_state):
     return make
 
 
+@pytest.mark.slow
 def test_auto_with_a_losing_record_runs_cpu_and_says_why(gpu, weights):
     device, note = cli.resolve_device("auto", weights(_validation(0.0)))
     assert device == "cpu"
@@ -117,7 +119,7 @@ def test_auto_does_not_pair_the_fine_stage_with_another_label_set(gpu, weights, 
 
 
 def test_the_shipped_fine_stage_wins_on_every_organ_so_auto_uses_it_on_a_gpu_machine(gpu):
-    """weights/fine.json records the fine path above the CPU path on every FLARE21 organ (DSC and NSD), so
+    """abdoseg/weights/fine.json records the fine path above the CPU path on every FLARE21 organ (DSC and NSD), so
     `auto` on a GPU machine runs it with the FLARE21 card, and not with the FLARE22 card's other label set."""
     card, _ = load_fine_card(SHIPPED)
     assert card.validation is not None and fine_verdict(card, "flare21") is None
@@ -125,18 +127,19 @@ def test_the_shipped_fine_stage_wins_on_every_organ_so_auto_uses_it_on_a_gpu_mac
     assert cli.resolve_device("auto", labelset="flare22")[0] == "cpu"
 
 
+@pytest.mark.slow
 def test_the_shipped_record_holds_when_measured_again_on_a_real_scan(tmp_path):
     """Re-measure the record's claim on upperabd1mm, on CPU: the default CPU path, then the same path with the
     shipped fine stage (the stage's labels on CPU equal its CUDA labels, tests/inference/fine/test_fine_stage.py);
     the fine path is at least as good on every organ, and its DSC is the one the record was made from."""
     pytest.importorskip("torch")
-    from evaluation.accuracy import read_labels, score_case
-    from evaluation.labelsets import get_labelset
-    from inference.fine import FineStage
-    from inference.pipeline import DEFAULT_CARD, Predictor
-    from tests.conftest import real_image, real_label
+    from abdoseg.evaluation.accuracy import read_labels, score_case
+    from abdoseg.evaluation.labelsets import get_labelset
+    from abdoseg.inference.fine import FineStage
+    from abdoseg.inference.pipeline import Predictor
+    from tests.helpers import real_image, real_label
 
-    predictor = Predictor.load(DEFAULT_CARD, threads=2)
+    predictor = Predictor.load("flare21", threads=2)
     gt = read_labels(real_label("upperabd1mm"))
     scores = {}
     for name, fine in (("cpu", None), ("fine", FineStage.load(SHIPPED, "cpu"))):
@@ -150,7 +153,7 @@ def test_the_shipped_record_holds_when_measured_again_on_a_real_scan(tmp_path):
 
 
 def test_the_measured_attempt_loses_and_auto_would_not_pick_it(gpu, weights):
-    """The attempt's record (weights/fine.md: means over abdpelvis3mm and upperabd1mm, bench_gpu.py on CPU):
+    """The attempt's record (abdoseg/weights/README.md, the fine stage: means over abdpelvis3mm and upperabd1mm, bench_gpu.py on CPU):
     NSD above the CPU path on liver, kidneys and spleen, but kidneys DSC 0.960 vs 0.9625: `auto` refuses it."""
     coarse = {"liver": OrganScore(0.951, 0.7355), "kidneys": OrganScore(0.9625, 0.8965),
               "spleen": OrganScore(0.946, 0.7855), "pancreas": OrganScore(0.0, 0.0)}

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from inference.fine.crop import CropBox, margin_voxels, organ_box, paste
+from abdoseg.inference.fine.crop import CropBox, margin_voxels, organ_box, paste
 
 
 def test_margin_in_mm_uses_each_axis_spacing():

@@ -2,10 +2,11 @@
 convention), HU windows, and labels on the same grid."""
 import numpy as np
 import pytest
-import torch
 
-from inference.card import Window
-from inference.fine.preprocess import (
+torch = pytest.importorskip("torch")  # the fine stage's torch path
+
+from abdoseg.inference.card import Window  # noqa: E402
+from abdoseg.inference.fine.preprocess import (  # noqa: E402
     apply_windows,
     fine_grid_shape,
     prepare_image,

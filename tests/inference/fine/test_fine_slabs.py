@@ -5,10 +5,11 @@ import textwrap
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
-from inference.fine.slabs import resize_argmax_slabs, slab_depth
+torch = pytest.importorskip("torch")  # the fine stage's torch path
+import torch.nn.functional as F  # noqa: E402
+
+from abdoseg.inference.fine.slabs import resize_argmax_slabs, slab_depth  # noqa: E402
 
 
 def _one_shot(scores: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -43,12 +44,13 @@ def test_slab_depth_keeps_buffers_within_budget():
     assert slab_depth(5, plane, 1) == 1
 
 
+@pytest.mark.slow
 def test_peak_memory_of_slab_path_is_bounded_on_a_large_volume():
     """512x512x300 output, 3 classes: a one-shot float32 resize alone needs 0.94 GB; the slab path ~0.11 GB."""
     code = textwrap.dedent(
         """
         import resource, torch
-        from inference.fine.slabs import resize_argmax_slabs
+        from abdoseg.inference.fine.slabs import resize_argmax_slabs
         torch.set_num_threads(2)
         scores = torch.randn(3, 60, 100, 100)
         resize_argmax_slabs(scores, (4, 512, 512), max_slab_bytes=32 << 20)  # warm the kernels
@@ -56,7 +58,7 @@ def test_peak_memory_of_slab_path_is_bounded_on_a_large_volume():
             rss_before = int(f.read().split()[1]) * resource.getpagesize()
         labels = resize_argmax_slabs(scores, (300, 512, 512), max_slab_bytes=32 << 20)
         # this process image's own peak (VmHWM): ru_maxrss would carry the big pytest parent's peak across fork + exec
-        from inference.resources import peak_rss_mb
+        from abdoseg.inference.process.resources import peak_rss_mb
         peak = int(peak_rss_mb() * 1024) * 1024
         print(labels.shape, labels.dtype, peak - rss_before)
         """

@@ -3,9 +3,10 @@ translation-equivariant network applied to the whole volume."""
 import itertools
 
 import pytest
-import torch
 
-from inference.fine.sliding import gaussian_importance, sliding_window_logits, window_starts
+torch = pytest.importorskip("torch")  # the fine stage's torch path
+
+from abdoseg.inference.fine.sliding import gaussian_importance, sliding_window_logits, window_starts  # noqa: E402
 
 
 @pytest.mark.parametrize("size, patch", [(64, 64), (65, 64), (100, 32), (161, 160), (47, 16), (500, 128)])

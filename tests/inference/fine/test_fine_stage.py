@@ -2,22 +2,17 @@
 import dataclasses
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from inference.card import CardError
-from inference.fine import FineCard, FineStage, load_fine_card
-from inference.fine.card import Architecture, Provenance
-from inference.fine.network import FineUNet
+torch = pytest.importorskip("torch")  # the fine stage's torch path
 
-TINY = Architecture(base_features=4, max_features=8, n_stages=3)
-
-
-def _card(**kw) -> FineCard:
-    return FineCard(name="tiny", weights_file="fine.pt", sha256=None, architecture=TINY, patch_size=(16, 32, 32), **kw)
+from abdoseg.inference.card import CardError  # noqa: E402
+from abdoseg.inference.fine import FineStage, load_fine_card  # noqa: E402
+from abdoseg.inference.fine.card import Architecture, Provenance  # noqa: E402
+from abdoseg.networks.fine_unet import FineUNet  # noqa: E402
+from tests.helpers.fine import TINY, biased_network, tiny_card  # noqa: E402
 
 
 def _scan(shape=(40, 96, 90)):
@@ -28,18 +23,8 @@ def _scan(shape=(40, 96, 90)):
     return ct, coarse
 
 
-def _biased_network(label: int) -> FineUNet:
-    """Random weights, but a head bias so large that every voxel is `label`."""
-    torch.manual_seed(0)
-    net = FineUNet(TINY)
-    with torch.no_grad():
-        net.head.bias.zero_()
-        net.head.bias[label] = 1e4
-    return net
-
-
 def test_import_does_not_load_torch():
-    code = "import sys, inference, inference.fine, inference.fine.crop; print('torch' in sys.modules)"
+    code = "import sys, abdoseg.inference, abdoseg.inference.fine, abdoseg.inference.fine.crop; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -53,7 +38,7 @@ def test_network_shapes_and_default_architecture():
 
 def test_run_returns_uint8_labels_on_the_full_grid_with_the_crop_pasted():
     ct, coarse = _scan()
-    stage = FineStage.from_network(_card(), _biased_network(1), "cpu")
+    stage = FineStage.from_network(tiny_card(), biased_network(1), "cpu")
     labels, info = stage.run(ct, (2.5, 1.0, 1.2), coarse)
     assert labels.shape == ct.shape and labels.dtype == np.uint8
     # box = organs + 20 mm: 8, 20, 17 voxels of margin, clipped to the scan
@@ -69,7 +54,7 @@ def test_run_returns_uint8_labels_on_the_full_grid_with_the_crop_pasted():
 def test_run_with_random_weights_gives_valid_labels():
     ct, coarse = _scan()
     torch.manual_seed(3)
-    stage = FineStage.from_network(_card(), FineUNet(TINY), "cpu")
+    stage = FineStage.from_network(tiny_card(), FineUNet(TINY), "cpu")
     labels, info = stage.run(ct.astype(np.float32), (2.5, 1.0, 1.2), coarse)
     assert labels.shape == ct.shape and labels.dtype == np.uint8 and labels.max() <= 4
     assert info["windows"] >= 1 and info["grid_voxels"] > 0
@@ -88,41 +73,41 @@ def test_cleanup_keeps_the_largest_component():
     ct[16:24, 40:60, 30:50] = 200
     ct[16:19, 70:76, 60:66] = 200
     coarse = (ct > 0).astype(np.uint8)
-    stage = FineStage.from_network(_card(), Threshold(), "cpu")
+    stage = FineStage.from_network(tiny_card(), Threshold(), "cpu")
     labels, _ = stage.run(ct, (2.5, 1.0, 1.2), coarse)
     assert not labels[16:19, 70:76, 60:66].any()
     assert np.count_nonzero(labels[16:24, 40:60, 30:50] == 3) > 0.8 * 8 * 20 * 20
     assert set(np.unique(labels)) == {0, 3}
-    keep_all = dataclasses.replace(_card(), keep_components={})
+    keep_all = dataclasses.replace(tiny_card(), keep_components={})
     labels, _ = FineStage.from_network(keep_all, Threshold(), "cpu").run(ct, (2.5, 1.0, 1.2), coarse)
     assert labels[16:19, 70:76, 60:66].any()  # without the cleanup the small blob is there
 
 
 def test_no_organ_falls_back_to_the_whole_scan():
     ct, _ = _scan((20, 48, 40))
-    stage = FineStage.from_network(_card(), _biased_network(2), "cpu")
+    stage = FineStage.from_network(tiny_card(), biased_network(2), "cpu")
     labels, info = stage.run(ct, (2.0, 1.5, 1.5), np.zeros(ct.shape, np.uint8))
     assert info["no_organ"] == 1.0 and info["crop_voxels"] == ct.size
     assert np.all(labels == 2)  # the whole scan went through the network (one kidney blob spans it)
 
 
 def test_bad_inputs_raise_value_errors():
-    stage = FineStage.from_network(_card(), _biased_network(1), "cpu")
+    stage = FineStage.from_network(tiny_card(), biased_network(1), "cpu")
     ct, coarse = _scan((10, 20, 20))
     with pytest.raises(ValueError, match="one shape"):
         stage.run(ct, (1.0, 1.0, 1.0), coarse[:5])
     with pytest.raises(ValueError, match="spacing"):
         stage.run(ct, (1.0, 0.0, 1.0), coarse)
     with pytest.raises(ValueError, match="'tpu'"):
-        FineStage.from_network(_card(), _biased_network(1), "tpu")
+        FineStage.from_network(tiny_card(), biased_network(1), "tpu")
 
 
 def test_load_round_trip_and_checksum(tmp_path):
-    from inference.card import sha256_of
+    from abdoseg.inference.card import sha256_of
 
-    net = _biased_network(4)
+    net = biased_network(4)
     torch.save(net.state_dict(), tmp_path / "fine.pt")
-    card = dataclasses.replace(_card(), sha256=sha256_of(tmp_path / "fine.pt"), provenance=Provenance(data="synthetic"))
+    card = dataclasses.replace(tiny_card(), sha256=sha256_of(tmp_path / "fine.pt"), provenance=Provenance(data="synthetic"))
     card.save(tmp_path / "fine.json")
     stage = FineStage.load(tmp_path, "cpu")
     assert stage.card == card
@@ -137,10 +122,10 @@ def test_load_round_trip_and_checksum(tmp_path):
 
 def test_card_rejects_bad_fields(tmp_path):
     with pytest.raises(CardError, match="multiples of 4"):
-        dataclasses.replace(_card(), patch_size=(16, 30, 32))
+        dataclasses.replace(tiny_card(), patch_size=(16, 30, 32))
     with pytest.raises(CardError, match="windows"):
-        dataclasses.replace(_card(), windows=())
-    text = _card().to_json().replace('"margin_mm"', '"margin_cm"')
+        dataclasses.replace(tiny_card(), windows=())
+    text = tiny_card().to_json().replace('"margin_mm"', '"margin_cm"')
     (tmp_path / "fine.json").write_text(text)
     with pytest.raises(CardError, match="margin_cm"):
         load_fine_card(tmp_path)
@@ -151,15 +136,15 @@ def test_cuda_run_matches_cpu_and_reports_gpu_memory():
     ct, coarse = _scan()
     torch.manual_seed(5)
     net = FineUNet(TINY)
-    cpu_labels, _ = FineStage.from_network(_card(), net, "cpu").run(ct, (2.5, 1.0, 1.2), coarse)
-    gpu_labels, info = FineStage.from_network(_card(), net, "cuda").run(ct, (2.5, 1.0, 1.2), coarse)
+    cpu_labels, _ = FineStage.from_network(tiny_card(), net, "cpu").run(ct, (2.5, 1.0, 1.2), coarse)
+    gpu_labels, info = FineStage.from_network(tiny_card(), net, "cuda").run(ct, (2.5, 1.0, 1.2), coarse)
     assert gpu_labels.shape == cpu_labels.shape and gpu_labels.dtype == np.uint8
     assert np.mean(gpu_labels == cpu_labels) > 0.99  # fp16 autocast may flip near-ties
     assert info["gpu_peak_allocated_bytes"] > 0 and info["gpu_in_use_bytes"] >= info["gpu_peak_allocated_bytes"]
 
 
 def test_the_shipped_fine_weights_are_found_and_a_missing_file_is_named(tmp_path):
-    from inference.fine import fine_weights_missing
+    from abdoseg.inference.fine import fine_weights_missing
 
-    assert fine_weights_missing() is None  # weights/fine.json + fine.pt (issue 12, trained on a GPU)
+    assert fine_weights_missing() is None  # abdoseg/weights/fine.json + fine.pt (trained on a GPU)
     assert fine_weights_missing(tmp_path) == f"no fine weights are in {tmp_path}"

@@ -1,5 +1,5 @@
 """Training of the fine network: samples through the fine stage's own preprocessing, patch sampling, a short
-run, and the CLI writing weights + card that load through inference.fine.FineStage."""
+run, and the CLI writing weights + card that load through abdoseg.inference.fine.FineStage."""
 import dataclasses
 from pathlib import Path
 
@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from inference.fine import FineStage
-from inference.fine.card import Architecture, FineCard
-from inference.fine.crop import organ_box
-from inference.fine.preprocess import fine_grid_shape
-from inference.fine.network import FineUNet
-from training.fine.cli import main
-from training.fine.data import FineSample, find_pairs, fine_sample, read_scan_pair
-from training.fine.train import TrainConfig, dice_per_organ, predict_sample, sample_patch, train
+from abdoseg.inference.card import WEIGHTS_DIR
+from abdoseg.inference.fine import FineStage
+from abdoseg.inference.fine.card import Architecture, FineCard
+from abdoseg.inference.fine.crop import organ_box
+from abdoseg.inference.fine.preprocess import fine_grid_shape
+from abdoseg.networks.fine_unet import FineUNet
+from abdoseg.training.fine.cli import main
+from abdoseg.training.fine.data import FineSample, find_pairs, fine_sample, read_scan_pair
+from abdoseg.training.fine.train import TrainConfig, dice_per_organ, predict_sample, sample_patch, train
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "flare21"
 TINY = Architecture(base_features=2, max_features=4, n_stages=3)
@@ -110,13 +111,13 @@ def test_cli_reports_missing_data(tmp_path, capsys):
 
 # Seed 001's fine recipe as card options: the coarse network initialised from the coarse model, 40 mm margin,
 # 2.0 x 1.5 x 1.5 mm, one window [-325, 325] standardised by global statistics.
-COARSE_ONNX = Path(__file__).resolve().parents[3] / "weights" / "abdoseg_coarse.onnx"
+COARSE_ONNX = WEIGHTS_DIR / "abdoseg_coarse.onnx"
 
 
 def test_coarse_initialised_network_computes_the_coarse_organ_logits():
-    from inference.fine.card import Architecture
-    from training.fine.train import coarse_initialised
-    from training.warm_start import network_from_onnx
+    from abdoseg.inference.fine.card import Architecture
+    from abdoseg.training.fine.train import coarse_initialised
+    from abdoseg.training.warm_start import network_from_onnx
 
     card = FineCard(name="c", weights_file="fine.pt", sha256=None, architecture=Architecture(kind="cobra"),
                     patch_size=(16, 32, 32))
@@ -132,8 +133,8 @@ def test_coarse_initialised_network_computes_the_coarse_organ_logits():
 
 
 def test_global_intensity_is_the_clipped_organ_statistics():
-    from inference.card import Window
-    from training.fine.data import global_intensity
+    from abdoseg.inference.card import Window
+    from abdoseg.training.fine.data import global_intensity
 
     scans = [read_scan_pair(*p) for p in find_pairs(DATA)]
     values = np.concatenate([np.clip(s.ct[s.labels > 0].astype(float), -325, 325) for s in scans])
@@ -141,6 +142,7 @@ def test_global_intensity_is_the_clipped_organ_statistics():
     assert mean == pytest.approx(values.mean(), abs=1e-3) and std == pytest.approx(values.std(), abs=1e-3)
 
 
+@pytest.mark.slow
 def test_cli_records_the_seed001_options_in_the_card(tmp_path):
     data = tmp_path / "data"
     for sub, name in (("imagesTr", "abdpelvis3mm_0000.nii.gz"), ("labelsTr", "abdpelvis3mm.nii.gz")):
@@ -168,7 +170,7 @@ def test_cli_records_the_seed001_options_in_the_card(tmp_path):
 
 
 def test_card_refuses_options_that_do_not_fit_together():
-    from inference.card import CardError, Window
+    from abdoseg.inference.card import CardError, Window
 
     with pytest.raises(CardError, match="cobra architecture takes 2 input channels"):
         Architecture(kind="cobra", in_channels=1)

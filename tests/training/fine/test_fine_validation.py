@@ -1,11 +1,11 @@
-"""`python -m training validate-fine`: a fine card's validation record from bench_gpu summaries."""
+"""`python -m abdoseg validate-fine`: a fine card's validation record from bench_gpu summaries."""
 import dataclasses
 import json
 
 import pytest
 
-from inference.fine.card import FineCard, OrganScore, fine_verdict
-from training.fine.validation import main, validation_from_summaries
+from abdoseg.inference.fine.card import FineCard, OrganScore, fine_verdict
+from abdoseg.training.fine.validation import main, validation_from_summaries
 
 
 def _summary(scan: str, cpu: list[float], fine: list[float], labelset: str = "flare21") -> dict:

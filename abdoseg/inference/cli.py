@@ -1,0 +1,262 @@
+"""Command line: segment every `<case>_0000` scan of a folder; one line per case on stderr; exit 0 iff all succeed."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from abdoseg.inference.graph.runtime import ModelLoadError
+from abdoseg.inference.outputs.case import ExtraOutputs, add_output_options, predict_case
+from abdoseg.inference.process.progress import progress
+from abdoseg.inference.process.resources import gpu_present, usable_cpus
+
+DEFAULT_RUNTIME = "openvino"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from abdoseg.inference.card import DEFAULT_CARD
+
+    p = argparse.ArgumentParser(
+        prog="abdoseg predict",
+        description="Segment abdominal CT scans (the card's label set: FLARE21 by default, 1 liver, 2 kidneys, "
+        "3 spleen, 4 pancreas; --card flare22: FLARE22's 13 organs). "
+        "Reads every <case>_0000.{nii.gz,nii,mha,nrrd} in INPUT, writes <case>.nii.gz (uint8) to OUTPUT on "
+        "the input's exact grid. Exit status 0 only if every case succeeded.",
+    )
+    p.add_argument("-i", "--input", type=Path, help="folder of <case>_0000.nii.gz scans")
+    p.add_argument("-o", "--output", type=Path, help="folder for <case>.nii.gz label maps (created if missing)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="ONNX file (default: the one the card names, beside the card)")
+    p.add_argument("--card", default=DEFAULT_CARD,
+                   help="model card JSON, a shipped card's name (flare21: the INT8 network, the default; "
+                   "flare21-fp32: the same in fp32; flare22: the FLARE22 model), or a preset: 'cobra' = the "
+                   "COBRA published format (needs --model)")
+    p.add_argument("--runtime", choices=("openvino", "onnxruntime"), default=DEFAULT_RUNTIME,
+                   help=f"CPU runtime for the graph (default: {DEFAULT_RUNTIME}, the faster cold run here)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: the cores this process may use, cgroup/affinity aware)")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
+                   help="cuda: coarse model + high-resolution fine stage on the GPU; auto: cuda when a GPU, torch "
+                   "and fine weights whose card shows them at least as good as the CPU path on every organ are "
+                   "present, else cpu (default: auto)")
+    p.add_argument("--log", type=Path, default=None, help="also append one JSON line per case to this file")
+    p.add_argument("--cache-dir", type=Path, default=os.environ.get("ABDOSEG_CACHE_DIR") or None,
+                   help="compiled-model cache for OpenVINO (default: $ABDOSEG_CACHE_DIR, else none)")
+    p.add_argument("--warmup", action="store_true",
+                   help="load the model, run it once on a small synthetic volume (fills --cache-dir) and exit")
+    p.add_argument("--shard", type=_shard_arg, default=None, metavar="INDEX/COUNT",
+                   help="segment only shard INDEX of COUNT: cases sorted by name, every COUNT-th from INDEX "
+                   "(e.g. a Kubernetes Indexed Job: --shard $JOB_COMPLETION_INDEX/N)")
+    add_output_options(p)  # --output-type, --statistics, --preview (abdoseg.inference.outputs.case)
+    return p
+
+
+def _shard_arg(text: str):
+    from abdoseg.inference.process.shard import Shard
+
+    try:
+        return Shard.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def resolve_device(requested: str, fine_weights: Path | None = None, labelset: str | None = None) -> tuple[str, str]:
+    """The device and, when 'auto' passes over the fine stage it could run, why (for the model line).
+
+    'auto' -> 'cuda' when a GPU, a CUDA torch and fine weights are present and the fine card shows the fine
+    stage at least as good as the CPU path on every organ of `labelset` (the model card's) (`fine_verdict`);
+    else 'cpu'. 'auto' on a GPU and 'cuda' without fine weights: 'cpu', saying so."""
+    if requested == "cpu" or (requested == "auto" and not gpu_present()):
+        return "cpu", ""
+    try:
+        from abdoseg.inference.card import WEIGHTS_DIR
+        from abdoseg.inference.fine import fine_available, fine_weights_missing
+        from abdoseg.inference.fine.card import fine_verdict_at
+    except ImportError:
+        return ("cpu", "") if requested == "auto" else (requested, "")
+    weights = fine_weights or WEIGHTS_DIR
+    if (missing := fine_weights_missing(weights)) is not None:
+        return "cpu", f"fine stage not used: {missing}"
+    if requested != "auto":
+        return requested, ""
+    if not fine_available(weights):
+        return "cpu", ""
+    reason = fine_verdict_at(weights, labelset)
+    return ("cpu", f"fine stage not used: {reason}") if reason else ("cuda", "")
+
+
+def _card_labelset(spec: str, model: Path | None) -> str | None:
+    """The label set of the card `spec` names (None when it cannot be read: loading it reports why)."""
+    from abdoseg.inference.card import load_card
+
+    try:
+        return load_card(spec, model)[0].labelset
+    except (ValueError, OSError):
+        return None
+
+
+def _fmt_line(record: dict) -> str:
+    if record["status"] != "ok":
+        return f"{record['case']}: FAILED — {record['error']}"
+    stages = " ".join(f"{k} {v:.2f}" for k, v in record["seconds"].items())
+    gpu = "no GPU" if record["gpu_memory_mb"] is None else f"GPU in use {record['gpu_memory_mb']:.0f} MB"
+    if "gpu_peak_allocated_mb" in record:
+        gpu += f", torch peak {record['gpu_peak_allocated_mb']:.0f} MB"
+    shape = "x".join(str(s) for s in record["input_size"])
+    return (f"{record['case']}: {shape} | {stages} | total {record['total_s']:.2f} s | "
+            f"peak RSS {record['peak_rss_mb']:.0f} MB | {gpu}{_found_text(record)}")
+
+
+def _found_text(record: dict) -> str:
+    """' | located ...' for a scan the locate stage searched, and ' | no organs found' for an empty result."""
+    text = ""
+    if "locate" in record:
+        organs, scan_mm = record["locate"]["organs"], record["locate"]["scan_mm"]
+        where = ("nothing" if organs["slices"][0] >= organs["slices"][1] else
+                 f"z {organs['mm'][0]:.0f}-{organs['mm'][1]:.0f} mm (slices {organs['slices'][0]}-{organs['slices'][1]})")
+        text += f" | located {where} of {scan_mm:.0f} mm"
+    if record.get("organs_found") == []:
+        text += " | no organs found"
+    return text
+
+
+def _announce(predictor, device: str, note: str = "") -> None:
+    device = f"{device} ({note})" if note else device
+    print(f"abdoseg: model {predictor.card.name} ({predictor.session.description}, device {device}) "
+          f"opened in {predictor.session_load_s:.2f} s", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from abdoseg.inference.io.cases import check_case, find_cases
+    from abdoseg.inference.io.errors import failure_reason, shown
+    from abdoseg.inference.pipeline import Predictor, StageClock
+
+    threads = args.threads or usable_cpus()
+    device, device_note = resolve_device(args.device, labelset=_card_labelset(args.card, args.model))
+    t0 = time.perf_counter()
+    if args.warmup:
+        predictor = Predictor.load(args.card, args.model, args.runtime, threads, device, args.cache_dir)
+        _announce(predictor, device, device_note)
+        predictor.segment(np.full((40, 64, 64), -1000, np.int16), (5.0, 6.0, 6.0))
+        print(f"abdoseg: warm-up done in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
+        return 0
+
+    if args.input is None or args.output is None:
+        print("abdoseg: error: -i/--input and -o/--output are required", file=sys.stderr)
+        return 2
+    if not args.input.is_dir():
+        print(f"abdoseg: error: {args.input}: input folder not found", file=sys.stderr)
+        return 2
+    # Card and checksum now; the runtime opens in a background thread while the first scan is read.
+    predictor = Predictor.load(args.card, args.model, args.runtime, threads, device, args.cache_dir, background=True)
+    cases, ignored = find_cases(args.input)
+    for p in ignored:
+        print(f"abdoseg: note: ignoring {shown(p.name)} (not <case>_0000.nii.gz/.nii/.mha/.nrrd)", file=sys.stderr)
+    if not cases:
+        print(f"abdoseg: error: {args.input}: no <case>_0000 scans found", file=sys.stderr)
+        return 1
+    if args.shard is not None:
+        n_all, cases = len(cases), args.shard.select(cases)
+        print(f"abdoseg: shard {args.shard}: {len(cases)} of {n_all} case(s)", file=sys.stderr)
+        if not cases:
+            return 0
+    args.output.mkdir(parents=True, exist_ok=True)
+
+    failures = 0
+    for case in progress(cases):
+        clock = StageClock()
+        record: dict = {"case": case.label, "input": shown(case.path)}
+        out_path = case.output_path(args.output)
+        try:
+            check_case(case, out_path, args.input)
+            size = predict_case(predictor, case, args.output, clock, ExtraOutputs.from_args(args))
+            record.update(status="ok", input_size=list(size), output=shown(out_path))
+        except ModelLoadError:
+            raise  # not the case's fault: stop with one line (main)
+        except Exception as e:  # noqa: BLE001 - whatever one scan provokes, the other cases go on
+            failures += 1
+            record.update(status="failed", error=failure_reason(e, case.path) + _drop_stale(out_path, args.input))
+        if case is cases[0]:
+            _announce(predictor, device, device_note)
+        _add_figures(record, clock, predictor, device)
+        print(_fmt_line(record), file=sys.stderr)
+        if args.log:
+            with open(args.log, "a") as f:
+                f.write(json.dumps(record) + "\n")
+    if failures:
+        print(f"abdoseg: {failures} of {len(cases)} case(s) failed", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _add_figures(record: dict, clock, predictor, device: str) -> None:
+    """A case's log record gets the runtime, stage seconds, memory, the stages' details and the organs found."""
+    from abdoseg.inference.process.resources import gpu_memory_mb, peak_rss_mb
+
+    record.update(runtime=predictor.session.description, device=device,
+                  model_load_s=round(predictor.session_load_s, 4))
+    record["seconds"] = {k: round(v, 4) for k, v in clock.seconds.items()}
+    record["total_s"] = round(sum(clock.seconds.values()), 4)
+    record["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    record["gpu_memory_mb"] = gpu_memory_mb() if device == "cuda" else None
+    record.update(clock.details)
+    if clock.organs_found is not None:
+        record["organs_found"] = clock.organs_found
+    if "fine" in clock.details and "gpu_peak_allocated_bytes" in clock.details["fine"]:
+        record["gpu_peak_allocated_mb"] = clock.details["fine"]["gpu_peak_allocated_bytes"] / 2**20
+
+
+def _drop_stale(out_path: Path, in_dir: Path) -> str:
+    """A failed case leaves no output: remove an earlier run's (never an input); a note for the case's line."""
+    from abdoseg.inference.io.cases import remove_stale_output
+    from abdoseg.inference.io.errors import shown
+
+    try:
+        removed = remove_stale_output(out_path, in_dir)
+    except OSError as e:
+        return f"; could not remove the stale {shown(out_path.name)} of an earlier run ({e.strerror})"
+    return f"; removed the stale {shown(out_path.name)} of an earlier run" if removed else ""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered as an interrupt so that it takes SIGINT's path (temporary files removed, one line)."""
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    def interrupt(signum, frame):
+        raise Terminated(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        print(f"abdoseg: error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+        return 2
+    try:
+        with _sigterm_as_interrupt():
+            return run(args)
+    except (ValueError, OSError, ImportError, ModelLoadError) as e:  # card/model/runtime problems: one line
+        print(f"abdoseg: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:  # SIGINT or SIGTERM: the case in progress left nothing behind
+        signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+        print(f"abdoseg: stopped by {signal.Signals(signum).name}; the case in progress has no output",
+              file=sys.stderr)
+        return 128 + signum

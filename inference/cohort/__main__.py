@@ -1,5 +1,0 @@
-import sys
-
-from inference.cohort.cli import main
-
-sys.exit(main())
