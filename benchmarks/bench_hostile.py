@@ -6,7 +6,7 @@ peak RSS <= 4 GB whatever the header claims).
 
 Each file is run alone in a fresh `sh predict.sh IN OUT` process (the shipped model), as the organisers run one
 container per case: wall time from exec to exit, peak RSS of that process tree's largest member (wait4 rusage),
-exit status and the case's line. The files are built by tests/inference/hostile.py in a temporary folder.
+exit status and the case's line. The files are built by tests/helpers/hostile.py in a temporary folder.
 `--skip-cap` leaves out the two 2**28-voxel files (a valid all-air scan at the voxel cap, which is segmented, and
 the same stream cut short behind a forged gzip trailer), which take the longest.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.inference import hostile  # noqa: E402
+from tests.helpers import hostile  # noqa: E402
 
 
 def bombs(folder: Path) -> dict[str, Path]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: cold end-to-end `predict.sh` per case, per-stage seconds, peak RSS, and the bare network forward.
 
-    python benchmarks/bench_pipeline.py [--sizes S,M,L] [--runtime openvino] [--card abdoseg/weights/abdoseg_coarse.json]
+    python benchmarks/bench_pipeline.py [--sizes S,M,L] [--runtime openvino] [--card flare21|flare21-fp32|FILE.json]
                                         [--model FILE] [--repeats 3] [--threads N]
 
 Volumes come from ../shared/tools/make_bench_volumes.py (512x512x134 / 336 / 672, made once into .cache/bench).

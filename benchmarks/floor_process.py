@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 
 from abdoseg.inference.graph.runtime import import_openvino  # noqa: E402
 from abdoseg.inference.grid.scan import Grid  # noqa: E402
-from abdoseg.inference.io.read import read_array, read_header
+from abdoseg.inference.io.read import read_array, read_header  # noqa: E402
 from abdoseg.inference.io.write import write_labels_atomic  # noqa: E402
 
 
