@@ -4,15 +4,15 @@
     .venv-dev/bin/python benchmarks/bench_architectures.py [--sizes S] [--threads N] [--slices-per-run 4]
                                                            [--systems cobra,vgg13_unet_ds,nnunet2d,hrnet48_ocr]
 
-COBRA net: the shipped fp32 card (abdoseg/weights/abdoseg_coarse.json, trained weights). The 2D systems: the papers' widths
-with RANDOM weights (torch's default initialisation, seed 0 — cost does not depend on the values), exported by
+COBRA net: the shipped fp32 card (abdoseg/weights/abdoseg_coarse.json, trained weights). The 2D systems: the papers'
+widths with RANDOM weights (torch's default initialisation, seed 0 — cost does not depend on the values), exported by
 abdoseg.networks.onnx_export and composed into a "slices" card at 512x512 (nnunet2d: nnU-Net's CT z-score with
 placeholder statistics), written to a temporary folder (never into the repository). Each case is one fresh
 `predict.sh` process (OpenVINO, as shipped): cold wall time from exec to exit (runtime open and compile
 included), peak RSS (the process's own VmHWM, as it logs it: wait4's ru_maxrss would carry this script's peak
 from exporting the networks across fork+exec), the logged stage seconds. `--max-slices N` runs the first N
-slices of each volume instead (a quick memory figure: a 2D system's peak is one batch's). Parameters and GMACs (multiply-adds, the papers'
-fvcore convention) per network input (a 512x512 slice, or COBRA's canvas) and per case.
+slices of each volume instead (a quick memory figure: a 2D system's peak is one batch's). Parameters and GMACs
+(multiply-adds, the papers' fvcore convention) per network input (a 512x512 slice, or COBRA's canvas) and per case.
 Volumes: ../shared/tools/make_bench_volumes.py (S 512x512x134, M x336, L x672; made once into .cache/bench).
 """
 from __future__ import annotations
@@ -106,7 +106,8 @@ def main() -> None:
     print(head + "\n" + "-" * len(head))
     with tempfile.TemporaryDirectory() as tmp:
         for arch in a.systems.split(","):
-            card = str(card_path("flare21-fp32")) if arch == "cobra" else str(random_slice_card(arch, Path(tmp), a.slices_per_run))
+            card = (str(card_path("flare21-fp32")) if arch == "cobra"
+                    else str(random_slice_card(arch, Path(tmp), a.slices_per_run)))
             params, gmacs, per_slice = cost(arch)
             for size, scan in volumes.items():
                 run = cold_run(scan, ["--runtime", "openvino", "--card", card, "--threads", str(threads), "--device", "cpu"])

@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--labels", type=Path, default=None, help="reference labels (default: the bench labelsTs file)")
     p.add_argument("--tool", type=Path, default=next((t for t in TOOLS if t.is_file()), TOOLS[-1]),
                    help="make_bench_volumes.py, run when --scan is missing")
-    p.add_argument("--card", default="flare21-fp32", help="coarse model card (default: the fp32 one; as abdoseg predict --card)")
+    p.add_argument("--card", default="flare21-fp32",
+                   help="coarse model card (default: the fp32 one; as abdoseg predict --card)")
     p.add_argument("--model", type=Path, default=None, help="coarse ONNX file (as python -m abdoseg predict --model)")
     p.add_argument("--fine-weights", type=Path, default=WEIGHTS_DIR, help="folder with fine.json + fine.pt")
     p.add_argument("--runtime", choices=("onnxruntime", "openvino"), default=None,

@@ -64,7 +64,7 @@ def main() -> None:
     low.SetSpacing(spacing)
     out = sitk.Resample(low, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkInt8)
     sitk.WriteImage(out, a.output)
-    from abdoseg.inference.process.resources import peak_rss_mb  # noqa: E402 - the same VmHWM reading as our pipeline's log
+    from abdoseg.inference.process.resources import peak_rss_mb  # noqa: E402 - the VmHWM our pipeline logs
 
     print(f"peak_rss_mb {peak_rss_mb():.1f}")
 

@@ -49,7 +49,8 @@ def test_importing_every_inference_module_loads_no_training_or_evaluation_module
         modules = [m for m in modules if m not in TORCH_ONLY]
     code = ("import importlib, json, sys\n"
             f"for m in {modules!r}:\n    importlib.import_module(m)\n"
-            "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('abdoseg.training', 'abdoseg.evaluation')))))")
+            "print(json.dumps(sorted(m for m in sys.modules\n"
+            "                        if m.startswith(('abdoseg.training', 'abdoseg.evaluation')))))")
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert json.loads(run.stdout.strip().splitlines()[-1]) == []

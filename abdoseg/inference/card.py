@@ -36,8 +36,8 @@ class Geometry:
     mode "resize": the whole scan is stretched onto `shape` whatever its spacing (COBRA's way).
     mode "spacing": the scan is resampled to `spacing` (mm) onto a `shape` canvas centred on the scan centre;
     canvas voxels outside the scan read `pad_hu`.
-    mode "slices": 2D networks (abdoseg.inference.graph.slice_graph): every axial slice is kept and stretched in-plane onto
-    `shape[1:]`; `shape[0]` is the number of slices per network run (bounds the memory).
+    mode "slices": 2D networks (abdoseg.inference.graph.slice_graph): every axial slice is kept and stretched in-plane
+    onto `shape[1:]`; `shape[0]` is the number of slices per network run (bounds the memory).
     """
 
     mode: GeometryMode

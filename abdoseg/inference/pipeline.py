@@ -67,9 +67,9 @@ def _composed_model(card: ModelCard, model_path: Path) -> "onnx.ModelProto":
 
 def open_model_session(card: ModelCard, model_path: Path, runtime: RuntimeName, threads: int, use_cuda: bool,
                        cache_dir: Path | None) -> Session:
-    """The card's graph as one Session: on a CPU, a 3D card's graph as cached parts (abdoseg.inference.graph.staged: the graph
-    whole, or in z-slabs where the card says where to cut its network); over batches of slices for "slices"
-    cards; else (CUDA) the composed graph as one."""
+    """The card's graph as one Session: on a CPU, a 3D card's graph as cached parts (abdoseg.inference.graph.staged:
+    the graph whole, or in z-slabs where the card says where to cut its network); over batches of slices for
+    "slices" cards; else (CUDA) the composed graph as one."""
     if card.geometry.mode != "slices" and not use_cuda:
         from abdoseg.inference.graph.staged import open_parts
 

@@ -36,7 +36,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--freeze-norm", action="store_true",
                    help="keep BatchNorm statistics frozen (needed when --init-from is an .onnx: its norms are folded)")
     p.add_argument("--labelset", choices=("flare21", "flare22"), default="flare21",
-                   help="label set of the labels and the network's organ classes (abdoseg.inference.labels; default flare21)")
+                   help="label set of the labels and the network's organ classes (abdoseg.inference.labels; "
+                   "default flare21)")
     p.add_argument("--deep-supervision", action="store_true", help="4 decoder outputs, each supervised (seed 001)")
     p.add_argument("--unlabelled", type=Path, default=None, metavar="DIR",
                    help="unlabelled <case>_0000.nii.gz scans: KL of each of the 4 outputs to their mean softmax, "
@@ -62,7 +63,7 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a run to ONNX (preprocessing + network + argmax) with its model card")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", required=True, type=Path, help="weights folder")
-    p.add_argument("--name", default="abdoseg_coarse", help="file stem of the .onnx and .json (the pipeline's default card is abdoseg_coarse.json)")
+    p.add_argument("--name", default="abdoseg_coarse", help="file stem of the .onnx and .json")
     p.add_argument("--checkpoint", default="best.pt")
     p.add_argument("--parity-data", type=Path, default=None,
                    help="FLARE folder for the parity check (default: the run's training data)")
@@ -94,7 +95,7 @@ def _locator_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _checkpoint(init_from: Path, run_dir: Path) -> Path:
-    """A checkpoint to start from: the file itself, or one rebuilt from a shipped .onnx (abdoseg.training.warm_start)."""
+    """A checkpoint to start from: the file itself, or one rebuilt from a shipped .onnx (training.warm_start)."""
     if init_from.suffix != ".onnx":
         return init_from.resolve()
     from abdoseg.training.warm_start import write_checkpoint

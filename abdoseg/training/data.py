@@ -2,9 +2,9 @@
 
 A case is read, brought to the canonical orientation (abdoseg.inference.grid.orientation), optionally re-framed at full
 resolution (a field-of-view crop: it changes the resample, so it must happen before it), then resampled onto
-the model grid by running abdoseg.inference.graph.preprocess_graph's resample graph through onnxruntime — the same graph
-the shipped model runs. Labels follow with abdoseg.inference.grid.geometry.downsample_labels (nearest, same voxel centres).
-The training classes add "body": HU > -200 after closing and axial hole filling, organs excluded.
+the model grid by running abdoseg.inference.graph.preprocess_graph's resample graph through onnxruntime — the same
+graph the shipped model runs. Labels follow with abdoseg.inference.grid.geometry.downsample_labels (nearest, same voxel
+centres). The training classes add "body": HU > -200 after closing and axial hole filling, organs excluded.
 """
 from __future__ import annotations
 

@@ -6,10 +6,10 @@ mean organ Dice; `best.pt` keeps the best epoch, `last.pt` everything needed to 
 boundary (model, optimiser, scheduler, scaler, history, elapsed time). Every epoch appends one JSON line to
 `train_log.jsonl` and redraws `curves.png`.
 
-Under `torchrun --nproc-per-node N -m abdoseg train ...` the same loop runs data-parallel (abdoseg.training.distributed):
-`batch_size` is the global batch, each rank builds its share of it (crop i of step s is drawn from its own
-generator, whichever rank builds it), gradients are averaged, validation scans are split across ranks, and rank
-0 alone writes the run folder.
+Under `torchrun --nproc-per-node N -m abdoseg train ...` the same loop runs data-parallel
+(abdoseg.training.distributed): `batch_size` is the global batch, each rank builds its share of it (crop i of step s is
+drawn from its own generator, whichever rank builds it), gradients are averaged, validation scans are split across
+ranks, and rank 0 alone writes the run folder.
 """
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     labelset: str = DEFAULT_LABELSET  # abdoseg.inference.labels: the organs the labels hold and the network predicts
     deep_supervision: bool = False  # 4 decoder outputs (abdoseg.training.pyramid)
-    unlabelled: str | None = None  # folder of unlabelled scans: KL consistency of the 4 outputs (abdoseg.training.pyramid)
+    unlabelled: str | None = None  # folder of unlabelled scans: KL consistency of the 4 outputs (training.pyramid)
     unsup_weight: float = 0.1  # the consistency term's full weight, reached by a sigmoid ramp-up
 
     def __post_init__(self) -> None:

@@ -141,7 +141,8 @@ def test_unusable_model_file_is_one_line_error(tmp_path, capsys, runtime):
 
 
 def test_help_is_helpful():
-    out = subprocess.run([sys.executable, "-m", "abdoseg", "predict", "--help"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "abdoseg", "predict", "--help"], cwd=ROOT, capture_output=True,
+                         text=True)
     assert out.returncode == 0
     for word in ("--model", "--card", "cobra", "--runtime", "--threads", "--device", "--log", "liver"):
         assert word in out.stdout

@@ -1,4 +1,5 @@
-"""Hostile input, reading: memory bombs, silent wrong answers and valid oddities, each one InputError naming the file."""
+"""Hostile input, reading: memory bombs, silent wrong answers and valid oddities, each one InputError naming the
+file."""
 import gzip
 import resource
 import subprocess

@@ -55,8 +55,8 @@ def _assert_close(long: dict, reference: dict, tolerance: float = 0.02) -> None:
 
 #: Organs at the bottom or in the middle: the only filler here is pelvis, so these variants put mirrored pelvic
 #: slices directly on top of a liver and a spleen cut mid-organ, an anatomy no scan has. The fine-tuned weights lift
-#: the spleen there from .71 to .86 but not to within 0.02 of the abdomen (docs/pipeline.md, long scans): the whole shortfall
-#: lies within 15 mm of that seam (the test below scores the rest); strict, so a fix shows.
+#: the spleen there from .71 to .86 but not to within 0.02 of the abdomen (docs/pipeline.md, long scans): the whole
+#: shortfall lies within 15 mm of that seam (the test below scores the rest); strict, so a fix shows.
 _SYNTHETIC_JUNCTION = pytest.mark.xfail(strict=True, reason="pelvis mirrored directly above a liver cut mid-organ")
 
 
@@ -131,8 +131,8 @@ def test_a_scan_without_organs_is_written_empty_and_says_so(scan, tmp_path, extr
     inputs.mkdir()
     sitk.WriteImage(image, str(inputs / "pelvis_0000.nii.gz"))
     log = tmp_path / "log.jsonl"
-    run = subprocess.run([sys.executable, "-m", "abdoseg", "predict", "-i", str(inputs), "-o", str(outputs), "--log", str(log),
-                          "--threads", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    run = subprocess.run([sys.executable, "-m", "abdoseg", "predict", "-i", str(inputs), "-o", str(outputs),
+                          "--log", str(log), "--threads", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     out = sitk.ReadImage(str(outputs / "pelvis.nii.gz"))
     assert out.GetSize() == image.GetSize() and not sitk.GetArrayViewFromImage(out).any()

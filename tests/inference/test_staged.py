@@ -1,4 +1,5 @@
-"""The network in parts (abdoseg.inference.graph.staged): the slab plan, exact labels against the whole graph, the cut's check."""
+"""The network in parts (abdoseg.inference.graph.staged): the slab plan, exact labels against the whole graph, the
+cut's check."""
 from __future__ import annotations
 
 import dataclasses

@@ -96,7 +96,8 @@ def _dice(a, b):
 @pytest.mark.skipif(not FP32_CARD.is_file(), reason="shipped weights not built yet (python -m abdoseg export)")
 @pytest.mark.parametrize("case", CASES)
 def test_shipped_weights_reach_090_on_their_training_scans(case):
-    """Golden end-to-end check of abdoseg/weights/: liver, kidneys, spleen DSC >= 0.90 (these ARE its training scans)."""
+    """Golden end-to-end check of the shipped weights: liver, kidneys, spleen DSC >= 0.90 (these ARE its training
+    scans)."""
     predictor = Predictor.load(FP32_CARD, runtime="onnxruntime", threads=2)
     pred = predictor.segment_image(sitk.ReadImage(str(real_image(case))))
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(real_label(case))))

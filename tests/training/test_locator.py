@@ -66,4 +66,5 @@ def test_shipped_card_has_a_locator_whose_file_matches():
     card, _ = load_card(card_path("flare21-fp32"))
     assert card.locator is not None, "the shipped card must describe its locate stage"
     assert sha256_of(card.locator.model_file) == card.locator.sha256
-    assert json.loads(card_path("flare21-fp32").read_text())["locator"]["provenance"]["recipe"].startswith("python -m training train-locator")  # as recorded when it was trained
+    recipe = json.loads(card_path("flare21-fp32").read_text())["locator"]["provenance"]["recipe"]
+    assert recipe.startswith("python -m training train-locator")  # the command as recorded when it was trained

@@ -11,7 +11,8 @@ from tests.helpers import DATA
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("card_spec", [card_path("flare21-fp32"), "flare22"])  # FLARE21 (6 classes) and FLARE22 (15): every layer
+# FLARE21 (6 classes) and FLARE22 (15): every layer
+@pytest.mark.parametrize("card_spec", [card_path("flare21-fp32"), "flare22"])
 def test_rebuilt_network_agrees_with_the_shipped_file_on_a_real_scan(card_spec):
     import onnxruntime as ort
 

@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="workers (default: the cluster's CPUs // --threads-per-worker)")
     p.add_argument("--threads-per-worker", type=int, default=1, help="CPU threads of each worker (default 1)")
-    p.add_argument("--card", default=DEFAULT_CARD, help="model card JSON, shipped card name or preset, as abdoseg predict")
+    p.add_argument("--card", default=DEFAULT_CARD,
+                   help="model card JSON, shipped card name or preset, as abdoseg predict")
     p.add_argument("--model", default=None, help="ONNX file (default: the one the card names)")
     p.add_argument("--runtime", choices=("openvino", "onnxruntime"), default="openvino")
     p.add_argument("--retries", type=int, default=2,

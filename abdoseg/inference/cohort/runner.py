@@ -40,7 +40,8 @@ class PoolConfig:
 def connect(address: str, cpus_wanted: int) -> bool:
     """Join Ray: `local` starts a private single-node instance (at least `cpus_wanted` CPUs, dashboard off);
     `auto` or HOST:PORT joins a running cluster (`ray start`, KubeRay), shipping this `abdoseg` package to its
-    workers. An already initialised Ray in this process is used as it is. Returns True when this call initialised Ray (the caller then shuts it down)."""
+    workers. An already initialised Ray in this process is used as it is. Returns True when this call initialised Ray
+    (the caller then shuts it down)."""
     import ray
 
     if ray.is_initialized():

@@ -102,7 +102,8 @@ class FineStage:
         return cls(card=card, network=network.to(device).eval(), device=device)
 
     def run(self, ct: np.ndarray, spacing: Spacing3, coarse: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-        """uint8 labels (the card's label set) on the full canonical grid of `ct`, and per-stage seconds and memory figures.
+        """uint8 labels (the card's label set) on the full canonical grid of `ct`, and per-stage seconds and memory
+        figures.
 
         ct: canonical full-resolution HU [z, y, x] (any real dtype); spacing: (z, y, x) mm; coarse: labels of
         the coarse model on the same grid. Info keys: seconds {crop,preprocess,network,resize,cleanup,paste,total}_s

@@ -37,7 +37,8 @@ def _check(geometry: Geometry) -> None:
 
 
 def _intensity(g: _GraphBuilder, hu: str, card: ModelCard, out: str) -> str:
-    """Nodes mapping HU [B,Ny,Nx] to the network's channels [B,C,Ny,Nx] (abdoseg.training.slices.data.Intensity's twin)."""
+    """Nodes mapping HU [B,Ny,Nx] to the network's channels [B,C,Ny,Nx] (the twin of
+    abdoseg.training.slices.data.Intensity)."""
     f32 = lambda v: g.const(np.float32(v))  # noqa: E731
     axis1 = g.const(np.array([1], np.int64))
     if card.zscore is not None:

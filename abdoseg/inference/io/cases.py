@@ -36,8 +36,8 @@ def find_cases(in_dir: Path) -> tuple[list[Case], list[Path]]:
     """Cases named `<case>_0000.{nii.gz,nii,mha,nrrd}` in `in_dir` (sorted by name), and the other files ignored.
 
     Everything named like a scan is a case, also a dangling symbolic link or a link loop (it then fails with its
-    reason); folders are ignored unless they hold a DICOM series (abdoseg.inference.io.dicom: the folder is the case). A case
-    with inputs in several formats is one case with a `problem`.
+    reason); folders are ignored unless they hold a DICOM series (abdoseg.inference.io.dicom: the folder is the case). A
+    case with inputs in several formats is one case with a `problem`.
     """
     from abdoseg.inference.io.dicom import is_series_folder, series_case_name
 

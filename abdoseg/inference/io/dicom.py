@@ -5,7 +5,8 @@ the slice normal, rescale slope/intercept applied (HU). A folder with several se
 slices is taken, with a note. Refused with one line naming the folder and the reason: no DICOM series, no CT series,
 a single slice, mixed orientations, duplicate or unevenly spaced slices (a missing slice shows as a double gap),
 slices not stacked along their normal (gantry tilt). Nothing is resampled, so the geometry is the series' own.
-No pydicom here: reading needs only the runtime; the DICOM outputs (abdoseg.inference.outputs.dicom) need the [dicom] extra.
+No pydicom here: reading needs only the runtime; the DICOM outputs (abdoseg.inference.outputs.dicom) need the [dicom]
+extra.
 """
 from __future__ import annotations
 

@@ -20,14 +20,14 @@ import SimpleITK as sitk
 from abdoseg.inference.io.errors import InputError, shown
 from abdoseg.inference.io.headers import GZIP_MAGIC, MAX_VOXELS, HeaderError, check_claim, inflated_size, read_claim
 
+#: The scan file extensions; a safe link keeps its scan's, so that ITK picks the same reader.
 _EXTENSIONS = (".nii.gz", ".nii", ".mha", ".nrrd")
-
-
 _PRIVATE: list[Path] = []  # this process's private temporary folder (safe links, header probes)
 _LINKS: dict[str, Path] = {}  # safe link -> the scan it points to
 
 
 def private_dir() -> Path:
+    """This process's private temporary folder (safe links to scans, NIfTI header probes), removed at exit."""
     if not _PRIVATE:
         folder = tempfile.mkdtemp(prefix="abdoseg-")
         atexit.register(shutil.rmtree, folder, True)
@@ -175,7 +175,7 @@ def _check_itk_header(path: Path, reader: sitk.ImageFileReader) -> None:
         raise InputError(f"{shown(path)}: {pixel} pixels, expected real CT intensities")
     if min(reader.GetSize()) < 1:
         raise InputError(f"{shown(path)}: empty image of size {reader.GetSize()}")
-    if int(np.prod(reader.GetSize(), dtype=np.int64)) > MAX_VOXELS:  # also when abdoseg.inference.io.headers could not parse it
+    if int(np.prod(reader.GetSize(), dtype=np.int64)) > MAX_VOXELS:  # also when headers.read_claim could not parse it
         raise InputError(f"{shown(path)}: {'x'.join(map(str, reader.GetSize()))} voxels, more than the maximum "
                          f"{MAX_VOXELS:,} (2^28) this product accepts")
     spacing = reader.GetSpacing()
@@ -280,10 +280,10 @@ _INFLATE_TAIL = 1 << 20
 
 def _inflate(path: Path, size: int) -> np.ndarray | None:
     """The first `size` bytes that the gzip file at `path` inflates to, in a new writable uint8 array, ISA-L writing
-    straight into it (no compressed copy in memory, no pieces copied; docs/decisions.md); consecutive members are read on, as zlib's gzread (ITK) does. The whole
-    stream is inflated, so every member's CRC and length are checked. None when the stream holds fewer bytes, does
-    not end, fails a check, or holds more than _INFLATE_TAIL bytes past `size`: read_array then says why, or ITK
-    reads it."""
+    straight into it (no compressed copy in memory, no pieces copied; docs/decisions.md); consecutive members are read
+    on, as zlib's gzread (ITK) does. The whole stream is inflated, so every member's CRC and length are checked. None
+    when the stream holds fewer bytes, does not end, fails a check, or holds more than _INFLATE_TAIL bytes past `size`:
+    read_array then says why, or ITK reads it."""
     try:
         from isal import isal_zlib
     except ImportError:

@@ -19,8 +19,8 @@ from typing import Callable
 
 from abdoseg.inference.labels import LabelMap
 
-# numpy, SimpleITK and abdoseg.inference.io are imported inside the functions: the command line imports this module for its
-# options, before the runtime starts opening in the background.
+# numpy, SimpleITK and abdoseg.inference.io are imported inside the functions: the command line imports this module for
+# its options, before the runtime starts opening in the background.
 
 OUTPUT_TYPES = ("nifti", "dicom-seg", "rtstruct")
 DICOM_TYPES = ("dicom-seg", "rtstruct")
@@ -91,7 +91,8 @@ class _PreviewFlag(argparse.Action):
 
 
 def predict_case(predictor, case, out_dir: Path, clock, extras: ExtraOutputs) -> tuple[int, ...]:
-    """Segment one case (an abdoseg.inference.io.Case) and write every output asked for; returns the input size (x,y,z)."""
+    """Segment one case (an abdoseg.inference.io.cases.Case) and write every output asked for; returns the input
+    size (x,y,z)."""
     import SimpleITK as sitk
 
     from abdoseg.inference.io.read import read_header, read_voxels

@@ -30,7 +30,8 @@ def _triple(kind: Callable[[str], Any]) -> Callable[[str], tuple]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="abdoseg train-fine", description=__doc__)
     p.add_argument("--data", type=Path, required=True, help="folder with imagesTr/<case>_0000.nii.gz + labelsTr/")
-    p.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="weights folder (default: the package's shipped weights folder)")
+    p.add_argument("--out", type=Path, default=WEIGHTS_DIR,
+                   help="weights folder (default: the package's shipped weights folder)")
     p.add_argument("--name", default="abdoseg_fine")
     p.add_argument("--base-features", type=int, default=32)
     p.add_argument("--max-features", type=int, default=320)
@@ -38,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch", type=_triple(int), default=(64, 160, 160), help="z,y,x voxels (default 64,160,160)")
     p.add_argument("--spacing", type=_triple(float), default=(2.5, 1.5, 1.5), help="fine grid mm z,y,x")
     p.add_argument("--margin-mm", type=float, default=20.0, help="crop margin around the organs (seed 001: 40)")
-    p.add_argument("--labelset", default="flare21", help="label set of the labels and classes (abdoseg.inference.labels)")
+    p.add_argument("--labelset", default="flare21",
+                   help="label set of the labels and classes (abdoseg.inference.labels)")
     p.add_argument("--kind", choices=("unet", "cobra"), default="unet",
                    help="network: nnU-Net-style U-Net, or the coarse model's network (needed by --init-from)")
     p.add_argument("--init-from", type=Path, default=None, metavar="COARSE_ONNX",

@@ -1,8 +1,8 @@
 """2D training data: axial slices of the canonical scans, resampled in-plane, and a batch sampler.
 
 Each case is read as the pipeline reads it (abdoseg.training.data.read_canonical: canonical orientation, int16 HU)
-and resampled in-plane only — the inference slice graph's resample (abdoseg.inference.graph.slice_graph: every axial slice
-kept, each anti-aliased onto [H, W], exactly what a "slices" card's graph does); labels follow by nearest
+and resampled in-plane only — the inference slice graph's resample (abdoseg.inference.graph.slice_graph: every axial
+slice kept, each anti-aliased onto [H, W], exactly what a "slices" card's graph does); labels follow by nearest
 neighbour on the same voxel centres. Classes are the FLARE21 labels (0 background, 1 liver, 2 kidneys,
 3 spleen, 4 pancreas). Volumes are cached as .npz beside the run.
 

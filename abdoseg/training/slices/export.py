@@ -1,9 +1,10 @@
-"""Export a 2D run: one ONNX graph (abdoseg.inference.graph.slice_graph: in-plane resample + intensity + network + ArgMax)
+"""Export a 2D run: one ONNX graph (abdoseg.inference.graph.slice_graph: in-plane resample + intensity + network
++ ArgMax)
 and its "slices" model card, after the same parity gate as the 3D export.
 
 Torch side of the parity check: the slice graph's resample in onnxruntime (the training cache path), the torch
-intensity (abdoseg.training.slices.data.Intensity, read back from the card's fields), the torch network, argmax. ONNX side:
-the composed file through SliceBatches, as the pipeline runs it. Classes must agree on at least PARITY_MIN of
+intensity (abdoseg.training.slices.data.Intensity, read back from the card's fields), the torch network, argmax. ONNX
+side: the composed file through SliceBatches, as the pipeline runs it. Classes must agree on at least PARITY_MIN of
 the slice-grid voxels of every scan, or nothing is written.
 """
 from __future__ import annotations

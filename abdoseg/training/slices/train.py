@@ -2,8 +2,8 @@
 
 Each architecture trains with its seed's recipe (abdoseg.training.slices.recipes: optimiser, poly schedule, loss with
 deep-supervision weights, foreground forcing, crops, intensity) on axial slices of the cached canonical scans
-(abdoseg.training.slices.data: the inference slice graph's in-plane resample). An epoch is `steps_per_epoch` steps, then a
-validation of the same scans' organ-bearing slices (hard Dice per organ on the slice grid). The schedule runs
+(abdoseg.training.slices.data: the inference slice graph's in-plane resample). An epoch is `steps_per_epoch` steps, then
+a validation of the same scans' organ-bearing slices (hard Dice per organ on the slice grid). The schedule runs
 over `steps`, or over `max_minutes` when that budget ends first. Every epoch appends one JSON line to
 `train_log.jsonl` and writes `last.pt`; `best.pt` keeps the epoch with the best mean organ Dice.
 """

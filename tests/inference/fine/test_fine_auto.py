@@ -153,7 +153,8 @@ def test_the_shipped_record_holds_when_measured_again_on_a_real_scan(tmp_path):
 
 
 def test_the_measured_attempt_loses_and_auto_would_not_pick_it(gpu, weights):
-    """The attempt's record (abdoseg/weights/README.md, the fine stage: means over abdpelvis3mm and upperabd1mm, bench_gpu.py on CPU):
+    """The attempt's record (abdoseg/weights/README.md, the fine stage: means over abdpelvis3mm and upperabd1mm,
+    bench_gpu.py on CPU):
     NSD above the CPU path on liver, kidneys and spleen, but kidneys DSC 0.960 vs 0.9625: `auto` refuses it."""
     coarse = {"liver": OrganScore(0.951, 0.7355), "kidneys": OrganScore(0.9625, 0.8965),
               "spleen": OrganScore(0.946, 0.7855), "pancreas": OrganScore(0.0, 0.0)}

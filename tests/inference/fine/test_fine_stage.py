@@ -24,7 +24,8 @@ def _scan(shape=(40, 96, 90)):
 
 
 def test_import_does_not_load_torch():
-    code = "import sys, abdoseg.inference, abdoseg.inference.fine, abdoseg.inference.fine.crop; print('torch' in sys.modules)"
+    code = ("import sys, abdoseg.inference, abdoseg.inference.fine, abdoseg.inference.fine.crop; "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -107,7 +108,8 @@ def test_load_round_trip_and_checksum(tmp_path):
 
     net = biased_network(4)
     torch.save(net.state_dict(), tmp_path / "fine.pt")
-    card = dataclasses.replace(tiny_card(), sha256=sha256_of(tmp_path / "fine.pt"), provenance=Provenance(data="synthetic"))
+    card = dataclasses.replace(tiny_card(), sha256=sha256_of(tmp_path / "fine.pt"),
+                               provenance=Provenance(data="synthetic"))
     card.save(tmp_path / "fine.json")
     stage = FineStage.load(tmp_path, "cpu")
     assert stage.card == card
