@@ -1,5 +1,5 @@
 #!/bin/bash
-# The GPU checks of a session that is lent a GPU (issue 12), as one script: train the fine stage (seed 001's
+# Every GPU check as one script, to run first whenever a GPU is lent: train the fine stage (seed 001's
 # recipe, initialised from the coarse model) and continue the FLARE22 model on the GPU, then the fine stage on
 # the two real scans and on benchM (benchmarks/bench_gpu.py --device cuda), then the CUDA tests.
 #
