@@ -1,8 +1,8 @@
 """Shared test helpers: where the bundled data is, and the real scans by case name.
 
 Submodules: synthetic (synthetic scans, toy networks), hostile (hostile scan files), slice_toy (a toy 2D card),
-fine (tiny fine-stage networks and cards), package (the image's build context). Tests import helpers from here,
-never from conftest.py or from other test modules.
+fine (tiny fine-stage networks and cards), training (the quick training configuration), image_context (the files a
+container build copies). Tests import helpers from here, never from conftest.py or from other test modules.
 """
 from __future__ import annotations
 
