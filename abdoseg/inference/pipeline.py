@@ -12,6 +12,8 @@
     7 upsample    nearest, back onto the canonical full-resolution grid (and into the whole scan's z-range)
     [fine]        --device cuda: crop around the organs and segment at high resolution (abdoseg.inference.fine)
     8 write       orient back and write on the input's exact grid, atomically
+nnU-Net cards (abdoseg import-nnunet) run through their own runner, as nnU-Net runs them: read, [coarse stage],
+preprocess, network (sliding windows over the folds), export, [labels], write (abdoseg.inference.nnunet).
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import SimpleITK as sitk
 
-from abdoseg.inference.card import DEFAULT_CARD, WEIGHTS_DIR, ModelCard, load_card, verify_checksum, verify_file
+from abdoseg.inference.card import (DEFAULT_CARD, WEIGHTS_DIR, CardError, ModelCard, card_path, load_card,
+                                   verify_checksum, verify_file)
 from abdoseg.inference.graph.runtime import ModelLoadError, RuntimeName, Session, open_session
 from abdoseg.inference.grid.geometry import axis_maps, upsample_labels
 from abdoseg.inference.grid.orientation import Reorientation, orientation_of
@@ -33,6 +36,7 @@ from abdoseg.inference.grid.scan import Grid, canonical_hu
 from abdoseg.inference.io.read import read_array, read_header
 from abdoseg.inference.io.write import write_labels_atomic
 from abdoseg.inference.locate import ZRange, locator_input, region_from_probabilities, segment_window
+from abdoseg.inference.nnunet.card import is_nnunet_card
 from abdoseg.inference.postprocess import classes_to_labels, keep_largest_components
 
 if TYPE_CHECKING:
@@ -139,9 +143,16 @@ class Predictor:
     @classmethod
     def load(cls, card_spec: str | Path = DEFAULT_CARD, model_path: Path | None = None,
              runtime: RuntimeName = "openvino", threads: int = 1, device: str = "cpu",
-             cache_dir: Path | None = None, background: bool = False) -> "Predictor":
+             cache_dir: Path | None = None, background: bool = False, tta: bool = False) -> "Predictor":
         """Read the card and check the model's checksum; open the runtime now, or in a background thread
-        (`background`: the caller reads its first scan meanwhile; `session` waits for it)."""
+        (`background`: the caller reads its first scan meanwhile; `session` waits for it). An nnU-Net card gets
+        its own runner (abdoseg.inference.nnunet: same interface; `tta`: nnU-Net's mirroring)."""
+        if is_nnunet_card(card_path(card_spec)):
+            from abdoseg.inference.nnunet.predictor import NnunetPredictor
+
+            return NnunetPredictor.load(card_path(card_spec), runtime, threads, device, cache_dir, background, tta)
+        if tta:
+            raise CardError(f"--tta: card {str(card_spec)!r} has no mirroring (nnU-Net cards have)")
         card, model_path = load_card(card_spec, model_path)
         verify_checksum(card, model_path)
         fine = None
