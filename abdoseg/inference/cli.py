@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cuda: coarse model + high-resolution fine stage on the GPU; auto: cuda when a GPU, torch "
                    "and fine weights whose card shows them at least as good as the CPU path on every organ are "
                    "present, else cpu (default: auto)")
+    p.add_argument("--tta", action="store_true",
+                   help="nnU-Net cards: test-time mirroring over the card's mirror axes, as nnU-Net's default")
     p.add_argument("--log", type=Path, default=None, help="also append one JSON line per case to this file")
     p.add_argument("--cache-dir", type=Path, default=os.environ.get("ABDOSEG_CACHE_DIR") or None,
                    help="compiled-model cache for OpenVINO (default: $ABDOSEG_CACHE_DIR, else none)")
@@ -88,6 +90,13 @@ def resolve_device(requested: str, fine_weights: Path | None = None, labelset: s
         return "cpu", ""
     reason = fine_verdict_at(weights, labelset)
     return ("cpu", f"fine stage not used: {reason}") if reason else ("cuda", "")
+
+
+def _is_nnunet_card(spec: str) -> bool:
+    from abdoseg.inference.card import card_path
+    from abdoseg.inference.nnunet.card import is_nnunet_card
+
+    return is_nnunet_card(card_path(spec))
 
 
 def _card_labelset(spec: str, model: Path | None) -> str | None:
@@ -139,10 +148,16 @@ def run(args: argparse.Namespace) -> int:
     from abdoseg.inference.pipeline import Predictor, StageClock
 
     threads = args.threads or usable_cpus()
-    device, device_note = resolve_device(args.device, labelset=_card_labelset(args.card, args.model))
+    if _is_nnunet_card(args.card):  # its own runner: CUDA through onnxruntime's provider, no fine stage
+        from abdoseg.inference.nnunet.predictor import resolve_nnunet_device
+
+        device, device_note = resolve_nnunet_device(args.device)
+    else:
+        device, device_note = resolve_device(args.device, labelset=_card_labelset(args.card, args.model))
     t0 = time.perf_counter()
     if args.warmup:
-        predictor = Predictor.load(args.card, args.model, args.runtime, threads, device, args.cache_dir)
+        predictor = Predictor.load(args.card, args.model, args.runtime, threads, device, args.cache_dir,
+                                   tta=args.tta)
         _announce(predictor, device, device_note)
         predictor.segment(np.full((40, 64, 64), -1000, np.int16), (5.0, 6.0, 6.0))
         print(f"abdoseg: warm-up done in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
@@ -155,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"abdoseg: error: {args.input}: input folder not found", file=sys.stderr)
         return 2
     # Card and checksum now; the runtime opens in a background thread while the first scan is read.
-    predictor = Predictor.load(args.card, args.model, args.runtime, threads, device, args.cache_dir, background=True)
+    predictor = Predictor.load(args.card, args.model, args.runtime, threads, device, args.cache_dir, background=True,
+                               tta=args.tta)
     cases, ignored = find_cases(args.input)
     for p in ignored:
         print(f"abdoseg: note: ignoring {shown(p.name)} (not <case>_0000.nii.gz/.nii/.mha/.nrrd)", file=sys.stderr)

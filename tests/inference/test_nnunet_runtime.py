@@ -178,3 +178,19 @@ def test_tta_runs_every_mirroring(tmp_path):
     assert figures[True]["network_runs"] == 8 * figures[False]["network_runs"]
     with pytest.raises(CardError, match="no mirroring"):
         Predictor.load("flare21", tta=True)
+
+
+def test_predict_command_runs_an_nnunet_card(tmp_path, capsys):
+    from abdoseg.inference.cli import main
+
+    card = write_toy_nnunet_card(tmp_path / "model")
+    (tmp_path / "in").mkdir()
+    sitk.WriteImage(synthetic_ct((14, 40, 44), (2.5, 1.2, 1.1)), str(tmp_path / "in" / "a_0000.nii.gz"))
+    (tmp_path / "in" / "b_0000.nii.gz").write_bytes(b"not a scan")
+    code = main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--card", str(card), "--tta",
+                 "--statistics", "--runtime", "onnxruntime", "--threads", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "b: FAILED" in err and "mirroring over axes [0, 1, 2]" in err
+    stats = json.loads((tmp_path / "out" / "a.json").read_text())
+    assert set(stats["organs"]) == {"liver", "kidney_left"}
+    assert not (tmp_path / "out" / "b.nii.gz").exists()

@@ -45,6 +45,20 @@ class SessionsInfo:
         self.description = description
 
 
+def resolve_nnunet_device(requested: str) -> tuple[str, str]:
+    """The device an nnU-Net card runs on, and a note when CUDA was asked for but cannot be used: 'cuda' when
+    asked ('auto': when a GPU is present) and onnxruntime has its CUDA provider, else 'cpu'."""
+    from abdoseg.inference.process.resources import gpu_present
+
+    if requested == "cpu" or (requested == "auto" and not gpu_present()):
+        return "cpu", ""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "cpu", "onnxruntime has no CUDA provider here"
+    return "cuda", ""
+
+
 def open_model(card: NnunetCard, choice: RunChoice) -> NnunetModel:
     """The card's folds as sessions compiled for one window shape, behind a FoldEnsemble."""
     card.verify_files()
