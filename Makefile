@@ -5,7 +5,7 @@ DEV := .venv-dev
 SAMPLES := tests/data/flare21/imagesTr
 DEMO_OUT := demo_output
 
-.PHONY: venv venv-dev venv-eval demo test test-fast container container-test bench help
+.PHONY: venv venv-dev venv-eval dicom-tools demo test test-fast container container-test bench help
 help:
 	@echo "make demo            set up .venv (runtime + eval/preview extras), segment the bundled scans -> $(DEMO_OUT)/"
 	@echo "make test            set up .venv-dev (runtime + training + test tools) and run the whole test suite"
@@ -44,10 +44,14 @@ demo: venv venv-eval
 	./predict.sh tests/data/dicom $(DEMO_OUT)/dicom --statistics --preview
 	@ls -l $(DEMO_OUT)/dicom
 
-test: venv venv-dev
+# dciodvfy (dicom3tools) validates the DICOM outputs in the tests: installed from Debian when missing (as root).
+dicom-tools:
+	@sh .ci/dicom_tools.sh
+
+test: venv venv-dev dicom-tools
 	$(DEV)/bin/python -m pytest -q tests
 
-test-fast: venv venv-dev
+test-fast: venv venv-dev dicom-tools
 	$(DEV)/bin/python -m pytest -q -m "not slow" tests
 
 container:

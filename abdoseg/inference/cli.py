@@ -1,4 +1,5 @@
-"""Command line: segment every `<case>_0000` scan of a folder; one line per case on stderr; exit 0 iff all succeed."""
+"""Command line: segment a scan, a DICOM series or a folder of cases; one line per case on stderr; exit 0 iff all
+succeed."""
 from __future__ import annotations
 
 import argparse
@@ -25,11 +26,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="abdoseg predict",
         description="Segment abdominal CT scans (the card's label set: FLARE21 by default, 1 liver, 2 kidneys, "
         "3 spleen, 4 pancreas; --card flare22: FLARE22's 13 organs). "
-        "Reads every <case>_0000.{nii.gz,nii,mha,nrrd} in INPUT, writes <case>.nii.gz (uint8) to OUTPUT on "
-        "the input's exact grid. Exit status 0 only if every case succeeded.",
+        "INPUT is a scan file (.nii.gz/.nii/.mha/.nrrd, any name), a DICOM series folder, or a folder of cases "
+        "(<case>_0000.<ext> or <name>.<ext> scans, and folders holding a DICOM series at any depth); each case "
+        "gives <case>.nii.gz (uint8) in OUTPUT on the input's exact grid. Exit status 0 only if every case succeeded.",
     )
-    p.add_argument("-i", "--input", type=Path, help="folder of <case>_0000.nii.gz scans")
-    p.add_argument("-o", "--output", type=Path, help="folder for <case>.nii.gz label maps (created if missing)")
+    p.add_argument("-i", "--input", type=Path,
+                   help="a scan file, a DICOM series folder, or a folder of cases (docs/usage.md)")
+    p.add_argument("-o", "--output", type=Path,
+                   help="folder for the outputs (created if missing); for a single input also a file name ending "
+                   "in .nii.gz: the label map is written exactly there")
     p.add_argument("--model", type=Path, default=None,
                    help="ONNX file (default: the one the card names, beside the card)")
     p.add_argument("--card", default=DEFAULT_CARD,
@@ -143,8 +148,8 @@ def _announce(predictor, device: str, note: str = "") -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from abdoseg.inference.io.cases import check_case, find_cases
-    from abdoseg.inference.io.errors import failure_reason, shown
+    from abdoseg.inference.io.cases import check_case, ignored_reason, resolve_inputs
+    from abdoseg.inference.io.errors import InputError, failure_reason, shown
     from abdoseg.inference.pipeline import Predictor, StageClock
 
     threads = args.threads or usable_cpus()
@@ -166,39 +171,42 @@ def run(args: argparse.Namespace) -> int:
     if args.input is None or args.output is None:
         print("abdoseg: error: -i/--input and -o/--output are required", file=sys.stderr)
         return 2
-    if not args.input.is_dir():
-        print(f"abdoseg: error: {args.input}: input folder not found", file=sys.stderr)
+    try:
+        inputs = resolve_inputs(args.input, args.output)
+    except InputError as e:
+        print(f"abdoseg: error: {e}", file=sys.stderr)
         return 2
     # Card and checksum now; the runtime opens in a background thread while the first scan is read.
     predictor = Predictor.load(args.card, args.model, args.runtime, threads, device, args.cache_dir, background=True,
                                tta=args.tta)
-    cases, ignored = find_cases(args.input)
-    for p in ignored:
-        print(f"abdoseg: note: ignoring {shown(p.name)} (not <case>_0000.nii.gz/.nii/.mha/.nrrd)", file=sys.stderr)
+    cases = inputs.cases
+    for p in inputs.ignored:
+        print(f"abdoseg: note: ignoring {shown(p.name)} ({ignored_reason(p, inputs.plain_names)})", file=sys.stderr)
     if not cases:
-        print(f"abdoseg: error: {args.input}: no <case>_0000 scans found", file=sys.stderr)
+        print(f"abdoseg: error: {shown(args.input)}: no cases found (scans <case>_0000.<ext> or <name>.<ext>, "
+              ".nii.gz/.nii/.mha/.nrrd, or folders with a DICOM series)", file=sys.stderr)
         return 1
     if args.shard is not None:
         n_all, cases = len(cases), args.shard.select(cases)
         print(f"abdoseg: shard {args.shard}: {len(cases)} of {n_all} case(s)", file=sys.stderr)
         if not cases:
             return 0
-    args.output.mkdir(parents=True, exist_ok=True)
+    inputs.out_dir.mkdir(parents=True, exist_ok=True)
 
     failures = 0
     for case in progress(cases):
         clock = StageClock()
         record: dict = {"case": case.label, "input": shown(case.path)}
-        out_path = case.output_path(args.output)
+        out_path = case.output_path(inputs.out_dir)
         try:
-            check_case(case, out_path, args.input)
-            size = predict_case(predictor, case, args.output, clock, ExtraOutputs.from_args(args))
+            check_case(case, out_path, inputs.in_dir)
+            size = predict_case(predictor, case, inputs.out_dir, clock, ExtraOutputs.from_args(args))
             record.update(status="ok", input_size=list(size), output=shown(out_path))
         except ModelLoadError:
             raise  # not the case's fault: stop with one line (main)
         except Exception as e:  # noqa: BLE001 - whatever one scan provokes, the other cases go on
             failures += 1
-            record.update(status="failed", error=failure_reason(e, case.path) + _drop_stale(out_path, args.input))
+            record.update(status="failed", error=failure_reason(e, case.path) + _drop_outputs(case, inputs))
         if case is cases[0]:
             _announce(predictor, device, device_note)
         _add_figures(record, clock, predictor, device)
@@ -228,16 +236,15 @@ def _add_figures(record: dict, clock, predictor, device: str) -> None:
         record["gpu_peak_allocated_mb"] = clock.details["fine"]["gpu_peak_allocated_bytes"] / 2**20
 
 
-def _drop_stale(out_path: Path, in_dir: Path) -> str:
-    """A failed case leaves no output: remove an earlier run's (never an input); a note for the case's line."""
-    from abdoseg.inference.io.cases import remove_stale_output
+def _drop_outputs(case, inputs) -> str:
+    """A failed case leaves no output: remove every output of its name (this run's or an earlier one's; never an
+    input); a note for the case's line."""
     from abdoseg.inference.io.errors import shown
+    from abdoseg.inference.outputs.case import remove_outputs
 
-    try:
-        removed = remove_stale_output(out_path, in_dir)
-    except OSError as e:
-        return f"; could not remove the stale {shown(out_path.name)} of an earlier run ({e.strerror})"
-    return f"; removed the stale {shown(out_path.name)} of an earlier run" if removed else ""
+    removed, kept = remove_outputs(case, inputs.out_dir, inputs.in_dir)
+    note = f"; removed its outputs {', '.join(shown(p.name) for p in removed)}" if removed else ""
+    return note + (f"; could not remove {', '.join(kept)}" if kept else "")
 
 
 class Terminated(KeyboardInterrupt):

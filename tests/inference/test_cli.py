@@ -36,12 +36,21 @@ def _assert_same_grid(a: sitk.Image, b: sitk.Image):
 
 
 def test_case_naming(tmp_path):
-    for name in ["a_0000.nii.gz", "b_0000.nii", "c_0000.mha", "d_0000.nrrd", "e_0001.nii.gz", "notes.txt", "f.nii.gz"]:
+    for name in ["a_0000.nii.gz", "b_0000.nii", "c_0000.mha", "d_0000.nrrd", "e_0001.nii.gz", "notes.txt", "f.nii.gz",
+                 "g_0000.nii.gz", "g.mha"]:
         (tmp_path / name).write_bytes(b"x")
     cases, ignored = find_cases(tmp_path)
-    assert [c.name for c in cases] == ["a", "b", "c", "d"]
-    assert sorted(p.name for p in ignored) == ["e_0001.nii.gz", "f.nii.gz", "notes.txt"]
+    assert [c.name for c in cases] == ["a", "b", "c", "d", "e", "f", "g"]
+    assert [p.name for p in ignored] == ["notes.txt"]
     assert cases[0].output_path(Path("/o")) == Path("/o/a.nii.gz")
+    assert [c.name for c in cases if c.problem is None] == ["a", "b", "c", "d", "f"]
+    e, g = cases[4], cases[6]
+    assert e.problem == f"{tmp_path / 'e_0001.nii.gz'}: a second input channel (_0001) of case e; abdoseg segments " \
+        "one CT channel (_0000): move the other channels out"
+    assert "2 inputs for case g (g.mha, g_0000.nii.gz): ambiguous" in g.problem
+    cases, ignored = find_cases(tmp_path, plain_names=False)  # the output folder is the input folder
+    assert [c.name for c in cases] == ["a", "b", "c", "d", "e", "g"] and cases[-1].problem is None
+    assert sorted(p.name for p in ignored) == ["f.nii.gz", "g.mha", "notes.txt"]
 
 
 def _bad_inputs(folder: Path) -> dict[str, str]:
@@ -117,10 +126,10 @@ def test_all_good_exits_zero_and_keeps_grid_of_a_real_scan(tmp_path, any_toy_car
 
 def test_usage_errors(tmp_path, toy_card_path, capsys):
     assert main(["-i", str(tmp_path / "nope"), "-o", str(tmp_path), "--card", str(toy_card_path)]) == 2
-    assert "input folder not found" in capsys.readouterr().err
+    assert "nope: no such file or folder" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["-i", str(tmp_path / "empty"), "-o", str(tmp_path / "o"), "--card", str(toy_card_path)]) == 1
-    assert "no <case>_0000 scans" in capsys.readouterr().err
+    assert "empty: no cases found" in capsys.readouterr().err
     assert main(["-i", str(tmp_path), "-o", str(tmp_path), "--card", str(tmp_path / "missing.json")]) == 2
     assert "model card not found" in capsys.readouterr().err
 

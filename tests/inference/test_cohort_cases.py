@@ -94,3 +94,26 @@ def test_missing_input_and_bad_card_stop_before_ray(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("abdoseg cohort: error:")
     assert not (tmp_path / "o").exists()
+
+
+def test_cases_that_cannot_run_are_failed_rows_not_dropped(tmp_path, capsys):
+    """Two inputs for one case, a second channel, a DICOM series folder: each a failed row with its reason (the
+    default card loads; no case is left for Ray, so none starts)."""
+    import shutil
+
+    from tests.helpers import DATA
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    _image(inputs / "x_0000.nii.gz")
+    _image(inputs / "x.mha")
+    _image(inputs / "y_0001.nii.gz")
+    shutil.copytree(DATA / "dicom" / "ct3slice", inputs / "series")
+    cases, _ = load_cases(inputs, tmp_path / "o")
+    assert [(c.name, c.problem is not None) for c in cases] == [("series", True), ("x", True), ("y", True)]
+    assert main(["-i", str(inputs), "-o", str(tmp_path / "o")]) == 1
+    rows = read_results(tmp_path / "o" / "results.csv")
+    assert [(r["case"], r["status"]) for r in rows] == [("series", "failed"), ("x", "failed"), ("y", "failed")]
+    assert "ambiguous" in rows[1]["error"] and "second input channel (_0001)" in rows[2]["error"]
+    assert "a DICOM series folder" in rows[0]["error"]
+    assert "0 ok, 0 skipped, 3 failed of 3" in capsys.readouterr().err

@@ -100,9 +100,9 @@ def _duplicate_position(ds, i):
         ds.ImagePositionPatient = list(pydicom.dcmread(sorted(CT3.iterdir())[0]).ImagePositionPatient)
 
 
-@pytest.mark.parametrize("edit, reason", [(_set_modality, "no CT series (modality MR)"),
-                                          (_drop_orientation, "mixed orientations"),
-                                          (_duplicate_position, "duplicate slice positions")])
+@pytest.mark.parametrize("edit, reason", [(_set_modality, "no CT image series (found: MR 3 slice(s))"),
+                                          (_drop_orientation, "mixed orientations in one series"),
+                                          (_duplicate_position, "duplicate slice position")])
 def test_unusable_series_is_one_line_naming_the_folder(tmp_path, edit, reason):
     folder = _rewrite(CT3, tmp_path / "bad", edit)
     with pytest.raises(InputError) as e:
@@ -114,7 +114,10 @@ def test_missing_slice_is_refused(tmp_path):
     folder = tmp_path / "gap"
     shutil.copytree(SERIES, folder)
     sorted(folder.iterdir())[10].unlink()
-    with pytest.raises(InputError, match=r"unevenly spaced slices \(gaps 2.000 to 4.000 mm; about 1 slice"):
+    names = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(InputError, match=r"unevenly spaced slices \(gaps 2.000 to 4.000 mm, typically 2.000; a "
+                       rf"4.000 mm gap between ({names[9]} and {names[10]}|{names[10]} and {names[9]}); "
+                       r"about 1 slice\(s\) missing\)"):
         read_series(folder)
 
 
@@ -251,7 +254,7 @@ def test_cli_dicom_case_with_every_output(tmp_path, series_with_uids, toy_card_p
     lines = [ln for ln in err.splitlines() if "FAILED" in ln]
     assert len(lines) == 2
     assert any(str(inputs / "anonymous") in ln and "without SOPClassUID, SOPInstanceUID, StudyInstanceUID, SeriesInstanceUID" in ln for ln in lines)
-    assert any(str(inputs / "mr") in ln and "no CT series" in ln for ln in lines)
+    assert any(str(inputs / "mr") in ln and "no CT image series" in ln for ln in lines)
     assert "abdpelvis3mm: dicom-seg, rtstruct need a DICOM series input" in err
     names = sorted(p.name for p in outputs.iterdir())
     assert names == ["abdpelvis3mm.json", "abdpelvis3mm.nii.gz", "abdpelvis3mm.png", "upper.json", "upper.nii.gz",
@@ -275,14 +278,13 @@ def test_missing_extra_is_refused_when_the_options_are_parsed(monkeypatch, capsy
         assert e.value.code == 2 and f"pip install 'abdoseg[{extra}]'" in capsys.readouterr().err
 
 
-def test_unreadable_files_are_named_in_a_note(tmp_path):
+def test_a_broken_dicom_file_fails_the_case_naming_it(tmp_path):
     folder = tmp_path / "partly"
     shutil.copytree(CT3, folder)
     (folder / "zz.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage" * 50)
-    series = read_series(folder)
-    assert series.image.GetSize() == (512, 512, 3)
-    assert series.notes == ["1 DICOM file(s) in no readable series (corrupt, truncated or not an image), ignored: "
-                            "zz.dcm"]
+    with pytest.raises(InputError) as e:
+        read_series(folder)
+    assert str(e.value).startswith(f"{folder / 'zz.dcm'}: ") and "\n" not in str(e.value)
 
 
 def test_voxel_cap_applies_before_reading(tmp_path, monkeypatch):

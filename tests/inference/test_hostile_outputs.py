@@ -207,13 +207,14 @@ def test_stale_output_of_a_failed_case_is_removed(tmp_path, toy_card_path, capsy
     inputs, outputs = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
     sitk.WriteImage(hostile.small_scan(), str(inputs / "a_0000.nii.gz"))
-    assert _run(inputs, outputs, toy_card_path) == 0
-    assert (outputs / "a.nii.gz").exists()
+    assert _run(inputs, outputs, toy_card_path, "--statistics") == 0
+    assert sorted(p.name for p in outputs.iterdir()) == ["a.json", "a.nii.gz"]
+    (outputs / "a.png").write_bytes(b"an earlier run's preview")
     (inputs / "a_0000.nii.gz").write_bytes(b"now broken")
     capsys.readouterr()
     assert _run(inputs, outputs, toy_card_path) == 1
     line = next(ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("a: FAILED"))
-    assert "removed the stale a.nii.gz" in line, line
+    assert line.endswith("; removed its outputs a.nii.gz, a.json, a.png"), line
     assert list(outputs.iterdir()) == []
 
 

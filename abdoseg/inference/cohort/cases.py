@@ -1,4 +1,5 @@
-"""The cohort's case list (a folder of `<case>_0000` scans, or a CSV manifest) and the resume check."""
+"""The cohort's case list (a folder of scans named as `abdoseg predict` takes them, or a CSV manifest) and the resume
+check. A case that cannot run whatever its scan holds (two inputs, a second channel) keeps its `problem`."""
 from __future__ import annotations
 
 import csv
@@ -9,7 +10,7 @@ import numpy as np
 
 from abdoseg.inference.grid.scan import Grid
 from abdoseg.inference.io.cases import CASE_PATTERN, find_cases
-from abdoseg.inference.io.errors import InputError
+from abdoseg.inference.io.errors import InputError, shown
 from abdoseg.inference.io.read import read_header
 
 
@@ -20,6 +21,7 @@ class CohortCase:
     name: str
     image: Path
     output: Path
+    problem: str | None = None  # why it cannot run whatever the scan holds (e.g. two inputs): a failed row
 
 
 def _name_of(image: Path) -> str:
@@ -52,9 +54,11 @@ def read_manifest(path: Path) -> list[tuple[str, Path]]:
 def load_cases(source: Path, out_dir: Path) -> tuple[list[CohortCase], list[Path]]:
     """The cases of a folder (as `python -m abdoseg predict` finds them) or of a CSV manifest, sorted by name, and the
     folder's ignored files. ValueError when the source is missing, a manifest is malformed, or names repeat."""
+    problems: dict[str, str] = {}
     if source.is_dir():
         found, ignored = find_cases(source)
         pairs = [(c.name, c.path) for c in found]
+        problems = {c.name: c.problem or _series_problem(c.path) for c in found if c.problem or c.path.is_dir()}
     elif source.is_file():
         pairs, ignored = read_manifest(source), []
     else:
@@ -63,8 +67,12 @@ def load_cases(source: Path, out_dir: Path) -> tuple[list[CohortCase], list[Path
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ValueError(f"{source}: case names must be unique, repeated: {', '.join(repeated[:5])}")
-    cases = [CohortCase(n, p, Path(out_dir) / f"{n}.nii.gz") for n, p in pairs]
+    cases = [CohortCase(n, p, Path(out_dir) / f"{n}.nii.gz", problems.get(n)) for n, p in pairs]
     return sorted(cases, key=lambda c: c.name), ignored
+
+
+def _series_problem(folder: Path) -> str:
+    return f"{shown(folder)}: a DICOM series folder; abdoseg cohort segments scan files (abdoseg predict reads series)"
 
 
 def has_valid_output(case: CohortCase) -> bool:

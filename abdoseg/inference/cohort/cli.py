@@ -8,6 +8,7 @@ from pathlib import Path
 
 from abdoseg.inference.cohort.cases import CohortCase, has_valid_output, load_cases
 from abdoseg.inference.cohort.results import ResultsTable
+from abdoseg.inference.io.cases import ignored_reason
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     cases, ignored = load_cases(args.input, args.output)
     for p in ignored:
-        print(f"abdoseg cohort: note: ignoring {p.name} (not <case>_0000.nii.gz/.nii/.mha/.nrrd)", file=sys.stderr)
+        print(f"abdoseg cohort: note: ignoring {p.name} ({ignored_reason(p, True)})", file=sys.stderr)
     if not cases:
         print(f"abdoseg cohort: error: {args.input}: no cases found", file=sys.stderr)
         return 1
@@ -95,7 +96,12 @@ def run(args: argparse.Namespace) -> int:
     with ResultsTable(args.results or args.output / "results.csv") as table:
         todo = []
         for case in cases:
-            if has_valid_output(case):
+            if case.problem:  # e.g. two inputs for one case: a failed row, the others go on
+                row = {"case": case.name, "status": "failed", "error": case.problem}
+                table.append(row)
+                counts["failed"] += 1
+                _print_row(row)
+            elif has_valid_output(case):
                 table.append({"case": case.name, "status": "skipped", "error": "valid output exists"})
                 counts["skipped"] += 1
             else:

@@ -1,8 +1,12 @@
-"""Finding the cases of an input folder, and the checks that keep an output off the inputs.
+"""What `-i` and `-o` name: the cases to segment and where their outputs go; the checks that keep outputs off inputs.
 
-A case is a scan file named `<case>_0000.<ext>` or a DICOM series folder (abdoseg.inference.io.dicom); a case with
-inputs in several formats is ambiguous and fails with its reason; an output never replaces an input, and a failed
-case's earlier output is removed (never an input).
+`-i` is one scan file (any name), one DICOM series folder (a folder holding DICOM slices directly), or a folder of
+cases. In a folder of cases: a scan `<case>_0000.<ext>` is case <case>, a scan `<name>.<ext>` is case <name> (not
+when the output folder is the input folder: there a plain name may be an earlier output), and a sub-folder with DICOM
+files at any depth is a series case named after the folder (abdoseg.inference.io.dicom). A file of another channel
+(`<case>_0001.<ext>` ...) and two inputs giving one case name make a case that fails with its reason. `-o` is a
+folder, or, for a single input, a file name ending in `.nii.gz`. An output never replaces an input, and a failed
+case's outputs are removed (never an input).
 """
 from __future__ import annotations
 
@@ -13,18 +17,31 @@ from pathlib import Path
 
 from abdoseg.inference.io.errors import InputError, shown
 
-#: `<case>_0000.<ext>`: the FLARE naming of the (single) CT channel. Any character may be part of <case>.
+#: The scan file extensions a case may have.
+SCAN_EXTENSIONS = ("nii.gz", "nii", "mha", "nrrd")
+SCAN_PATTERN = re.compile(r"^(?P<stem>.+)\.(?P<ext>nii\.gz|nii|mha|nrrd)\Z", re.DOTALL)
+#: `<case>_NNNN.<ext>`: nnU-Net's / FLARE's channel naming; _0000 is the (single) CT channel.
+CHANNEL_PATTERN = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.(?P<ext>nii\.gz|nii|mha|nrrd)\Z", re.DOTALL)
+#: `<case>_0000.<ext>`: the FLARE naming of the CT channel. Any character may be part of <case>.
 CASE_PATTERN = re.compile(r"^(?P<case>.+)_0000\.(?P<ext>nii\.gz|nii|mha|nrrd)\Z", re.DOTALL)
+#: An `-o` ending in this names the label map file of a single input.
+OUTPUT_FILE_SUFFIX = ".nii.gz"
 
 
 @dataclass(frozen=True)
 class Case:
     name: str
     path: Path
-    problem: str | None = None  # why the case cannot run although it is named like one (e.g. two inputs)
+    problem: str | None = None  # why the case cannot run whatever its scan holds (e.g. two inputs)
+    output_name: str | None = None  # the outputs' file name stem when not the case name (`-o FILE.nii.gz`)
+
+    @property
+    def stem(self) -> str:
+        """The file name stem of the case's outputs (<stem>.nii.gz, .json, .png, .seg.dcm, .rtstruct.dcm)."""
+        return self.output_name or self.name
 
     def output_path(self, out_dir: Path) -> Path:
-        return Path(out_dir) / f"{self.name}.nii.gz"
+        return Path(out_dir) / f"{self.stem}.nii.gz"
 
     @property
     def label(self) -> str:
@@ -32,59 +49,155 @@ class Case:
         return shown(self.name)
 
 
-def find_cases(in_dir: Path) -> tuple[list[Case], list[Path]]:
-    """Cases named `<case>_0000.{nii.gz,nii,mha,nrrd}` in `in_dir` (sorted by name), and the other files ignored.
+@dataclass(frozen=True)
+class Inputs:
+    """What `-i`/`-o` resolve to: the cases, the files ignored, the folder holding the inputs, the output folder."""
+
+    cases: list[Case]
+    ignored: list[Path]
+    in_dir: Path
+    out_dir: Path
+    plain_names: bool = True  # False: the output folder is the input folder, only `_0000` names are cases
+
+
+def file_case_name(path: Path) -> str:
+    """The case name of a scan file: without `_0000` and extension (`ct_0000.nii.gz`, `ct.nii.gz` -> `ct`)."""
+    m = CASE_PATTERN.match(path.name) or SCAN_PATTERN.match(path.name)
+    if m:
+        return m.groupdict().get("case") or m["stem"]
+    return path.name.split(".")[0] or path.name
+
+
+def find_cases(in_dir: Path, plain_names: bool = True) -> tuple[list[Case], list[Path]]:
+    """The cases of the folder `in_dir` (sorted by name; see the module docstring) and the other names, ignored.
 
     Everything named like a scan is a case, also a dangling symbolic link or a link loop (it then fails with its
-    reason); folders are ignored unless they hold a DICOM series (abdoseg.inference.io.dicom: the folder is the case). A
-    case with inputs in several formats is one case with a `problem`.
+    reason). `plain_names=False`: `<name>.<ext>` without a channel suffix is ignored.
     """
-    from abdoseg.inference.io.dicom import is_series_folder, series_case_name
+    from abdoseg.inference.io.dicom import series_case_name
+    from abdoseg.inference.io.dicom_files import holds_dicom
 
     found: dict[str, list[Path]] = {}
+    channels: dict[str, list[Path]] = {}
     ignored = []
     for p in sorted(Path(in_dir).iterdir()):
-        m = CASE_PATTERN.match(p.name)
-        if m and not p.is_dir():
-            found.setdefault(m["case"], []).append(p)
-        elif is_series_folder(p):  # a DICOM series folder is a case too (abdoseg.inference.io.dicom)
+        if p.name.startswith("."):
+            continue
+        channel, scan = CHANNEL_PATTERN.match(p.name), SCAN_PATTERN.match(p.name)
+        if channel and not p.is_dir():
+            (found if channel["channel"] == "0000" else channels).setdefault(channel["case"], []).append(p)
+        elif scan and plain_names and not p.is_dir():
+            found.setdefault(scan["stem"], []).append(p)
+        elif p.is_dir() and holds_dicom(p):
             found.setdefault(series_case_name(p), []).append(p)
-        elif not p.name.startswith("."):
+        else:
             ignored.append(p)
-    cases = []
-    for name, paths in sorted(found.items()):
-        problem = None
-        if len(paths) > 1:
-            problem = (f"{shown(paths[0].parent)}: {len(paths)} inputs for case {shown(name)} "
-                       f"({', '.join(shown(p.name) for p in paths)}): ambiguous, keep only one")
-        cases.append(Case(name, paths[0], problem))
-    return cases, ignored
+    return [_case(name, found.get(name, []), channels.get(name, [])) for name in sorted({*found, *channels})], ignored
 
 
-def replaces_input(out_path: Path, in_dir: Path) -> bool:
-    """True when `out_path` is an input of `in_dir` (output folder = input folder and the output's name is a
-    scan's, e.g. case `a_0000` -> `a_0000.nii.gz`, the input of case `a`): it must never be written or removed."""
-    out_path = Path(out_path)
+def _case(name: str, paths: list[Path], other_channels: list[Path]) -> Case:
+    if other_channels:
+        p = other_channels[0]
+        return Case(name, paths[0] if paths else p,
+                    f"{shown(p)}: a second input channel (_{CHANNEL_PATTERN.match(p.name)['channel']}) of case "
+                    f"{shown(name)}; abdoseg segments one CT channel (_0000): move the other channels out")
+    problem = None
+    if len(paths) > 1:
+        problem = (f"{shown(paths[0].parent)}: {len(paths)} inputs for case {shown(name)} "
+                   f"({', '.join(shown(p.name) for p in paths)}): ambiguous, keep only one")
+    return Case(name, paths[0], problem)
+
+
+def ignored_reason(path: Path, plain_names: bool) -> str:
+    """Why find_cases ignored `path`, for the note."""
+    if SCAN_PATTERN.match(path.name) and not plain_names:
+        return "a plain scan name in the output folder may be an earlier output: name inputs <case>_0000 there"
+    return "not a scan (<case>_0000 or <name> .nii.gz/.nii/.mha/.nrrd) nor a folder with DICOM files"
+
+
+def resolve_inputs(source: Path, output: Path) -> Inputs:
+    """The cases `-i source` names and the output folder of `-o output`; InputError with one line when neither a
+    scan file, a DICOM series folder nor a folder of cases, or when a file output is given for several cases."""
+    from abdoseg.inference.io.dicom import series_case_name
+
+    source, output = Path(source), Path(output)
+    to_file = output.name.endswith(OUTPUT_FILE_SUFFIX) and not output.is_dir()
+    if source.is_dir():
+        if not _holds_slices_directly(source):
+            plain = not _same_folder(source, output)
+            if to_file:
+                raise InputError(f"{shown(output)}: a file name, but {shown(source)} is a folder of cases: "
+                                 "give an output folder")
+            cases, ignored = find_cases(source, plain)
+            return Inputs(cases, ignored, source, output, plain)
+        case = Case(series_case_name(source), source)
+    elif os.path.lexists(source):
+        _refuse_single_dicom_file(source)
+        case = Case(file_case_name(source), source)
+    else:
+        raise InputError(f"{shown(source)}: no such file or folder")
+    if to_file:
+        return Inputs([Case(case.name, case.path, output_name=output.name[: -len(OUTPUT_FILE_SUFFIX)])], [],
+                      source.parent, output.parent if str(output.parent) else Path("."))
+    return Inputs([case], [], source.parent, output)
+
+
+def _refuse_single_dicom_file(path: Path) -> None:
+    from abdoseg.inference.io.dicom_files import is_dicom_file
+
+    if path.is_file() and is_dicom_file(path):
+        raise InputError(f"{shown(path)}: a single DICOM file; give the folder of its series (-i FOLDER)")
+
+
+def _holds_slices_directly(folder: Path) -> bool:
+    """True when `folder` itself holds a DICOM slice (or a broken DICOM file), not only in sub-folders: it is a
+    series folder, not a folder of cases. DICOMDIR, SEG, RTSTRUCT and other objects beside case folders do not
+    count."""
+    from abdoseg.inference.io.dicom_files import Slice, is_dicom_file, read_dicom_header
+
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or not p.is_file() or not is_dicom_file(p):
+            continue
+        try:
+            if isinstance(read_dicom_header(p), Slice):
+                return True
+        except InputError:
+            return True  # a broken slice: the folder is a series, which then fails naming the file
+    return False
+
+
+def _same_folder(a: Path, b: Path) -> bool:
     try:
-        same_folder = os.path.samefile(out_path.parent, in_dir)
+        return os.path.samefile(a, b)
     except OSError:
         return False
-    return same_folder and CASE_PATTERN.match(out_path.name) is not None and os.path.lexists(out_path)
+
+
+def replaces_input(out_path: Path, in_dir: Path, case: Case | None = None) -> bool:
+    """True when `out_path` is an input: the case's own scan file, or, in the input folder, a file named like a
+    scan channel (`<x>_NNNN.<ext>`, e.g. case `a_0000` -> `a_0000.nii.gz`, the input of case `a`). It must never be
+    written or removed."""
+    out_path = Path(out_path)
+    if not os.path.lexists(out_path):
+        return False
+    if case is not None and not case.path.is_dir() and _same_folder(out_path, case.path):
+        return True
+    return _same_folder(out_path.parent, in_dir) and CHANNEL_PATTERN.match(out_path.name) is not None
 
 
 def check_case(case: Case, out_path: Path, in_dir: Path) -> None:
     """InputError when the case cannot run whatever its scan holds (its `problem`, or an output onto an input)."""
     if case.problem:
         raise InputError(case.problem)
-    if replaces_input(out_path, in_dir):
+    if replaces_input(out_path, in_dir, case):
         raise InputError(f"{shown(case.path)}: its output {shown(Path(out_path).name)} would replace an input "
-                         "scan of the same folder; write the outputs to another folder")
+                         "scan; write the outputs to another folder")
 
 
-def remove_stale_output(out_path: Path, in_dir: Path) -> bool:
-    """Remove an earlier run's `out_path` after this run failed the case (never an input); True if one was removed."""
+def remove_stale_output(out_path: Path, in_dir: Path, case: Case | None = None) -> bool:
+    """Remove `out_path` (a failed case's output, or an earlier run's) unless it is an input; True if removed."""
     out_path = Path(out_path)
-    if replaces_input(out_path, in_dir) or not os.path.lexists(out_path) or out_path.is_dir():
+    if replaces_input(out_path, in_dir, case) or not os.path.lexists(out_path) or out_path.is_dir():
         return False
     out_path.unlink()
     return True

@@ -1,24 +1,26 @@
-"""DICOM series input: a case may be a folder `IN/<case>/` holding the files of one CT series (any file names).
+"""DICOM series input: a case may be a folder holding one CT series, its files at any depth and of any name.
 
-Read with SimpleITK's series reader (GDCM): series found by SeriesInstanceUID, slices sorted by position along
-the slice normal, rescale slope/intercept applied (HU). A folder with several series: the CT series with the most
-slices is taken, with a note. Refused with one line naming the folder and the reason: no DICOM series, no CT series,
-a single slice, mixed orientations, duplicate or unevenly spaced slices (a missing slice shows as a double gap),
-slices not stacked along their normal (gantry tilt). Nothing is resampled, so the geometry is the series' own.
-No pydicom here: reading needs only the runtime; the DICOM outputs (abdoseg.inference.outputs.dicom) need the [dicom]
-extra.
+Files are recognised by content (abdoseg.inference.io.dicom_files: preamble or not); other files are ignored, and so
+are DICOM objects that are not slices (SEG, RTSTRUCT, DICOMDIR, reports) and scouts (ImageType LOCALIZER). Slices are
+grouped by SeriesInstanceUID; the CT series with the most slices is taken (a tie is refused as ambiguous). Its
+slices are checked on their headers (one size, one pixel spacing, one orientation, stacked along their normal,
+evenly spaced, no two at one position; a copy of an instance already seen is dropped) and sorted along the normal;
+then SimpleITK (GDCM) reads the pixels in that order, rescale slope/intercept applied (HU), its warnings silenced.
+Every refusal is one line naming the file(s) and the cause. Nothing is resampled: the geometry is the series' own.
 """
 from __future__ import annotations
 
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-#: DICOM Part 10 files carry "DICM" after a 128-byte preamble.
-_DICM_OFFSET, _DICM = 128, b"DICM"
-_FILES_SNIFFED = 16
+from abdoseg.inference.io.dicom_files import Other, Slice, dicom_files_below, read_dicom_header
+from abdoseg.inference.io.errors import InputError, shown
+
 #: Tolerances: orientation cosines, positions (mm), and the relative spread of slice gaps.
 _COSINE_TOL, _MM_TOL, _GAP_REL_TOL = 1e-4, 1e-3, 0.01
 
@@ -33,148 +35,177 @@ class Series:
     notes: list[str] = field(default_factory=list)
 
 
-def _is_dicom_file(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            f.seek(_DICM_OFFSET)
-            return f.read(4) == _DICM
-    except OSError:
-        return False
-
-
-def is_series_folder(path: Path) -> bool:
-    """A visible folder with a DICOM Part 10 file among its first files (by name): a DICOM case."""
-    path = Path(path)
-    if path.name.startswith(".") or not path.is_dir():
-        return False
-    try:
-        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-    except OSError:
-        return False
-    return any(_is_dicom_file(p) for p in files[:_FILES_SNIFFED])
-
-
 def series_case_name(folder: Path) -> str:
     """The case name of a series folder: its name, without a trailing `_0000` (FLARE's channel suffix)."""
     name = Path(folder).name
     return name[: -len("_0000")] if name.endswith("_0000") and len(name) > 5 else name
 
 
-def _modality(first_file: str) -> str:
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(first_file)
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        return "unreadable"
-    return reader.GetMetaData("0008|0060").strip() if reader.HasMetaDataKey("0008|0060") else "unknown"
+def _names(paths: list[Path], folder: Path, most: int = 3) -> str:
+    """File names relative to the case folder, the first `most` of them."""
+    shown_paths = [shown(p.relative_to(folder) if p.is_relative_to(folder) else p) for p in paths[:most]]
+    return ", ".join(shown_paths) + (f" and {len(paths) - most} more" if len(paths) > most else "")
 
 
-def _choose_series(folder: Path) -> tuple[str, list[str], list[str]]:
-    """(series UID, its files sorted by position, notes): the CT series with the most slices."""
-    from abdoseg.inference.io.errors import InputError, shown
-
-    try:
-        uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    except RuntimeError:
-        uids = ()
-    if not uids:
-        raise InputError(f"{shown(folder)}: no DICOM series in this folder")
-    found = []
-    for uid in uids:
-        files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
-        found.append((uid, files, _modality(files[0])))
-    ct = [s for s in found if s[2] == "CT"]
-    if not ct:
-        kinds = ", ".join(sorted({s[2] for s in found}))
-        raise InputError(f"{shown(folder)}: no CT series (modality {kinds}); abdoseg segments CT only")
-    uid, files, _ = max(ct, key=lambda s: len(s[1]))
-    notes = _unread_files_note(folder, {Path(f).name for s in found for f in s[1]})
-    if len(found) > 1:
-        others = ", ".join(f"{s[2]} {len(s[1])} slice(s)" for s in found if s[0] != uid)
-        notes.append(f"{len(found)} series in this folder; took the CT series {uid or '(no UID)'} with "
-                     f"{len(files)} slices (the others: {others})")
-    return uid, files, notes
+def _what_else(groups: dict[str, list[Slice]], others: list[Other]) -> str:
+    """'MR 20 slices, RT Structure Set Storage 1 file': what a folder holds besides the chosen series."""
+    parts = [f"{'CT localizer' if s[0].localizer else s[0].modality} {len(s)} slice(s)" for s in groups.values()]
+    parts += [f"{kind} {n} file(s)" for kind, n in Counter(o.kind for o in others).items()]
+    return ", ".join(parts) or "nothing else"
 
 
-def _unread_files_note(folder: Path, used: set[str]) -> list[str]:
-    """A note naming the DICOM files GDCM put in no series (corrupt, truncated, or not images), if any."""
-    from abdoseg.inference.io.errors import shown
+def choose_series(folder: Path, slices: list[Slice], others: list[Other]) -> tuple[list[Slice], list[str]]:
+    """The slices of the CT series with the most slices (scouts left out), and notes on what else was found."""
+    groups: dict[str, list[Slice]] = {}
+    for s in slices:
+        groups.setdefault(s.series_uid, []).append(s)
+    candidates = {uid: [s for s in group if not s.localizer] for uid, group in groups.items()
+                  if group[0].modality == "CT"}
+    candidates = {uid: group for uid, group in candidates.items() if group}
+    if not candidates:
+        raise InputError(f"{shown(folder)}: no CT image series (found: {_what_else(groups, others)}); "
+                         "abdoseg segments CT only")
+    most = max(len(g) for g in candidates.values())
+    best = [uid for uid, g in candidates.items() if len(g) == most]
+    if len(best) > 1:
+        raise InputError(f"{shown(folder)}: {len(best)} CT series with {most} slices each (series "
+                         f"{', '.join(uid or '(no UID)' for uid in best[:3])}): ambiguous, keep one of them")
+    uid = best[0]
+    rest = {u: g for u, g in groups.items() if u != uid}
+    scouts = [s for s in groups[uid] if s.localizer]
+    if scouts:
+        rest[f"{uid}-scouts"] = scouts
+    notes = []
+    if rest or others:
+        count = f"{len(groups)} series in this folder; " if len(groups) > 1 else ""
+        notes.append(f"{count}took the CT series {uid or '(no UID)'} with {most} slices (also found: "
+                     f"{_what_else(rest, others)})")
+    return candidates[uid], notes
 
-    unread = sorted(p.name for p in folder.iterdir()
-                    if p.is_file() and p.name not in used and not p.name.startswith(".") and _is_dicom_file(p))
-    if not unread:
-        return []
-    listed = ", ".join(shown(n) for n in unread[:3]) + (", ..." if len(unread) > 3 else "")
-    return [f"{len(unread)} DICOM file(s) in no readable series (corrupt, truncated or not an image), ignored: "
-            f"{listed}"]
+
+def _unique(folder: Path, values: list, slices: list[Slice], what: str) -> None:
+    """InputError when `values` (one per slice) are not all equal, naming the files in the minority."""
+    counts = Counter(values)
+    if len(counts) <= 1:
+        return
+    common = counts.most_common(1)[0][0]
+    odd = [s.path for s, v in zip(slices, values) if v != common]
+    found = ", ".join(f"{_fmt(v)} ({n} file(s))" for v, n in counts.most_common(3))
+    raise InputError(f"{shown(folder)}: mixed {what} in one series: {found}; differing: {_names(odd, folder)}")
 
 
-def _check_voxel_count(folder: Path, files: list[str]) -> None:
+def _fmt(value) -> str:
+    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return f"{value[1]}x{value[0]}"  # columns x rows
+    return "(" + ", ".join(f"{v:g}" for v in value) + ")" if isinstance(value, tuple) else str(value)
+
+
+def stack_slices(folder: Path, slices: list[Slice]) -> tuple[list[Slice], list[str]]:
+    """The series' slices sorted along their normal, copies of one instance dropped, and notes; InputError with
+    the files concerned when they do not form one evenly spaced stack."""
+    _unique(folder, [s.size for s in slices], slices, "slice sizes (columns x rows)")
+    _unique(folder, [tuple(np.round(s.spacing, 4)) if s.spacing else None for s in slices], slices, "pixel spacing")
+    _unique(folder, [tuple(np.round(np.asarray(s.orientation) / _COSINE_TOL).astype(int)) for s in slices], slices,
+            "orientations")
+    row, col = np.asarray(slices[0].orientation[:3]), np.asarray(slices[0].orientation[3:])
+    normal = np.cross(row, col)
+    along = np.array([np.dot(s.position, normal) for s in slices])
+    order = np.argsort(along, kind="stable")
+    slices, along = [slices[k] for k in order], along[order]
+    kept, notes, copies = [0], [], []
+    for k in range(1, len(slices)):
+        if abs(along[k] - along[kept[-1]]) >= _MM_TOL:
+            kept.append(k)
+        elif slices[k].sop_uid and slices[k].sop_uid == slices[kept[-1]].sop_uid:
+            copies.append(slices[k].path)  # the same instance stored twice: one is enough
+        else:
+            a, b = slices[kept[-1]], slices[k]
+            raise InputError(f"{shown(folder)}: duplicate slice position {_fmt(a.position)} mm under two SOP "
+                             f"instance UIDs (files {_names([a.path, b.path], folder)})")
+    if copies:
+        notes.append(f"{len(copies)} file(s) repeat an instance already read, ignored: {_names(copies, folder)}")
+    slices, along = [slices[k] for k in kept], along[kept]
+    _check_spacing(folder, slices, along, normal)
+    return slices, notes
+
+
+def _check_spacing(folder: Path, slices: list[Slice], along: np.ndarray, normal: np.ndarray) -> None:
+    if len(slices) < 2:
+        raise InputError(f"{shown(folder)}: a single slice ({_names([slices[0].path], folder)}), not a volume")
+    positions = np.array([s.position for s in slices])
+    offsets = positions - positions[0]
+    off_normal = np.abs(offsets - np.outer(along - along[0], normal)).max(axis=1)
+    if off_normal.max() > 10 * _MM_TOL:
+        worst = slices[int(np.argmax(off_normal))].path
+        raise InputError(f"{shown(folder)}: slices not stacked along their normal (gantry tilt or mixed stacks; "
+                         f"{off_normal.max():.2f} mm off at {_names([worst], folder)})")
+    gaps = np.diff(along)
+    median = float(np.median(gaps))
+    if gaps.max() - gaps.min() > _GAP_REL_TOL * median + _MM_TOL:
+        k = int(np.argmax(np.abs(gaps - median)))
+        missing = int(np.round(gaps / median).sum() - len(gaps))
+        hint = f"; about {missing} slice(s) missing" if missing > 0 else ""
+        raise InputError(f"{shown(folder)}: unevenly spaced slices (gaps {gaps.min():.3f} to {gaps.max():.3f} mm, "
+                         f"typically {median:.3f}; a {gaps[k]:.3f} mm gap between "
+                         f"{_names([slices[k].path], folder)} and {_names([slices[k + 1].path], folder)}{hint})")
+
+
+def _check_voxel_count(folder: Path, slices: list[Slice]) -> None:
     """The same cap as for scan files (abdoseg.inference.io.headers.MAX_VOXELS), before any voxel is read."""
-    from abdoseg.inference.io.errors import InputError, shown
     from abdoseg.inference.io.headers import MAX_VOXELS
 
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(files[0])
-    reader.ReadImageInformation()
-    columns, rows = reader.GetSize()[:2]
-    if columns * rows * len(files) > MAX_VOXELS:
-        raise InputError(f"{shown(folder)}: {columns}x{rows}x{len(files)} voxels, more than the maximum "
+    rows, columns = slices[0].size
+    if columns * rows * len(slices) > MAX_VOXELS:
+        raise InputError(f"{shown(folder)}: {columns}x{rows}x{len(slices)} voxels, more than the maximum "
                          f"{MAX_VOXELS:,} (2^28) this product accepts")
 
 
-def _slice_problem(orientations: np.ndarray, positions: np.ndarray) -> str | None:
-    """Why these slices (in reading order) do not form one evenly spaced stack, or None."""
-    if len(positions) < 2:
-        return "a single slice, not a volume"
-    distinct = np.unique(np.round(orientations / _COSINE_TOL).astype(np.int64), axis=0)
-    if len(distinct) > 1:
-        return f"mixed orientations ({len(distinct)} different image orientations in one series)"
-    row, col = orientations[0, :3], orientations[0, 3:]
-    normal = np.cross(row, col)
-    offsets = positions - positions[0]
-    along = offsets @ normal
-    if np.abs(offsets - np.outer(along, normal)).max() > 10 * _MM_TOL:
-        return "slices not stacked along their normal (gantry tilt or mixed stacks)"
-    gaps = np.abs(np.diff(along))
-    if gaps.min() < _MM_TOL:
-        return f"duplicate slice positions ({int((gaps < _MM_TOL).sum())} slice(s) at an occupied position)"
-    median = float(np.median(gaps))
-    if gaps.max() - gaps.min() > _GAP_REL_TOL * median + _MM_TOL:
-        missing = int(np.round(gaps / median).sum() - len(gaps))
-        hint = f"; about {missing} slice(s) missing" if missing > 0 else ""
-        return f"unevenly spaced slices (gaps {gaps.min():.3f} to {gaps.max():.3f} mm{hint})"
-    return None
+@contextmanager
+def _itk_warnings_off():
+    """ITK prints its warnings (e.g. ImageSeriesReader's on spacing) on stderr: the checks here say it in words."""
+    before = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(before)
 
 
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.strip().split("\\")]
+def _read_pixels(folder: Path, files: list[Path]) -> sitk.Image:
+    """The slices' pixels in this order (HU); InputError naming the file GDCM cannot decode."""
+    from abdoseg.inference.io.read import _itk_name, _release, itk_reason
+
+    names = [_itk_name(p) for p in files]
+    try:
+        with _itk_warnings_off():
+            reader = sitk.ImageSeriesReader()
+            reader.SetFileNames(names)
+            try:
+                return reader.Execute()
+            except RuntimeError as e:
+                for path, name in zip(files, names):  # which slice: read each on its own
+                    try:
+                        sitk.ReadImage(name)
+                    except RuntimeError as one:
+                        raise InputError(f"{shown(path)}: the slice cannot be decoded ({itk_reason(one)})") from e
+                raise InputError(f"{shown(folder)}: the DICOM series cannot be read ({itk_reason(e)})") from e
+    finally:
+        for name in names:
+            _release(name)
 
 
 def read_series(folder: Path) -> Series:
     """The CT series of `folder` as a SimpleITK image (InputError with one line when it cannot be used)."""
-    from abdoseg.inference.io.errors import InputError, shown
-
     folder = Path(folder)
-    uid, files, notes = _choose_series(folder)
-    _check_voxel_count(folder, files)
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    reader.MetaDataDictionaryArrayUpdateOn()
-    try:
-        image = reader.Execute()
-    except RuntimeError as e:
-        reason = (str(e).strip().splitlines() or ["unreadable"])[-1][:160]
-        raise InputError(f"{shown(folder)}: the DICOM series cannot be read ({reason})") from e
-    try:
-        orientations = np.array([_floats(reader.GetMetaData(i, "0020|0037")) for i in range(len(files))])
-        positions = np.array([_floats(reader.GetMetaData(i, "0020|0032")) for i in range(len(files))])
-    except (RuntimeError, ValueError) as e:
-        raise InputError(f"{shown(folder)}: slices without a readable position or orientation") from e
-    problem = _slice_problem(orientations, positions)
-    if problem:
-        raise InputError(f"{shown(folder)}: {problem}")
+    files = dicom_files_below(folder)
+    if not files:
+        raise InputError(f"{shown(folder)}: no DICOM files in this folder")
+    headers = [read_dicom_header(f) for f in files]
+    slices = [h for h in headers if isinstance(h, Slice)]
+    chosen, notes = choose_series(folder, slices, [h for h in headers if isinstance(h, Other)])
+    chosen, stack_notes = stack_slices(folder, chosen)
+    _check_voxel_count(folder, chosen)
+    image = _read_pixels(folder, [s.path for s in chosen])
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{shown(folder)}: not a scalar 3D series")
-    return Series(image, [Path(f) for f in files], uid, notes)
+    return Series(image, [s.path for s in chosen], chosen[0].series_uid, notes + stack_notes)

@@ -24,6 +24,8 @@ from abdoseg.inference.labels import LabelMap
 
 OUTPUT_TYPES = ("nifti", "dicom-seg", "rtstruct")
 DICOM_TYPES = ("dicom-seg", "rtstruct")
+#: Every file a case may write, as suffixes of its output stem (abdoseg.inference.io.cases.Case.stem).
+OUTPUT_SUFFIXES = (".nii.gz", ".json", ".png", ".seg.dcm", ".rtstruct.dcm")
 
 
 @dataclass(frozen=True)
@@ -104,11 +106,11 @@ def predict_case(predictor, case, out_dir: Path, clock, extras: ExtraOutputs) ->
         return size
     skipped = [t for t in extras.types if t in DICOM_TYPES]
     if skipped:
-        print(f"abdoseg: note: {case.name}: {', '.join(skipped)} need a DICOM series input; "
+        print(f"abdoseg: note: {case.label}: {', '.join(skipped)} need a DICOM series input; "
               f"wrote the NIfTI label map only", file=sys.stderr)
     image = read_voxels(read_header(case.path))
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(case.output_path(out_dir))))
-    write_extras(case.name, image, labels, out_dir, ExtraOutputs(("nifti",), extras.statistics, extras.preview),
+    write_extras(case.stem, image, labels, out_dir, ExtraOutputs(("nifti",), extras.statistics, extras.preview),
                  predictor.card.label_map)
     clock.lap("extras")
     return size
@@ -135,7 +137,7 @@ def _predict_series(predictor, case, out_dir: Path, clock, extras: ExtraOutputs)
         write_labels_atomic(labels, Grid.of(series.image), case.output_path(out_dir))
     clock.lap("write")
     if extras.needs_images:
-        write_extras(case.name, series.image, labels, out_dir, extras, predictor.card.label_map, sources)
+        write_extras(case.stem, series.image, labels, out_dir, extras, predictor.card.label_map, sources)
         clock.lap("extras")
     return series.image.GetSize()
 
@@ -163,6 +165,23 @@ def write_extras(name: str, image, labels, out_dir: Path, extras: ExtraOutputs, 
             path.unlink(missing_ok=True)
         raise
     return written
+
+
+def remove_outputs(case, out_dir: Path, in_dir: Path) -> tuple[list[Path], list[str]]:
+    """Remove every output a case may have in `out_dir` (a failed case leaves none: neither this run's nor an earlier
+    run's), never an input. Returns the files removed and, for those that could not be, 'name (reason)'."""
+    from abdoseg.inference.io.cases import remove_stale_output
+    from abdoseg.inference.io.errors import shown
+
+    removed, kept = [], []
+    for suffix in OUTPUT_SUFFIXES:
+        path = Path(out_dir) / f"{case.stem}{suffix}"
+        try:
+            if remove_stale_output(path, in_dir, case):
+                removed.append(path)
+        except OSError as e:
+            kept.append(f"{shown(path.name)} ({e.strerror})")
+    return removed, kept
 
 
 def _write_statistics(name: str, image, labels, out_dir: Path, label_set: LabelMap) -> tuple[Path, dict[int, float]]:

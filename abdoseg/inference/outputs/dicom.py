@@ -150,6 +150,7 @@ def build_rtstruct(datasets: list, labels: np.ndarray, label_set: LabelMap):
     ds.SOPClassUID, ds.SOPInstanceUID = RTSTRUCT_SOP_CLASS, hd.UID()
     ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = "RTSTRUCT", hd.UID(), 9902, 1
     ds.SeriesDescription, ds.Manufacturer, ds.SoftwareVersions = "abdoseg organs", MANUFACTURER, SOFTWARE_VERSION
+    ds.OperatorsName = ""  # Type 2 in the RT Series module: present, empty (no operator: an automatic result)
     ds.StructureSetLabel, ds.StructureSetName = "ABDOSEG", "abdoseg organs"
     ds.StructureSetDate, ds.StructureSetTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     ds.ReferencedFrameOfReferenceSequence = [_frame_of_reference(datasets)]
@@ -201,7 +202,8 @@ def _frame_of_reference(datasets: list):
 
 def _copy_patient_and_study(src, dst) -> None:
     for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
-                    "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName", "FrameOfReferenceUID"):
+                    "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName", "FrameOfReferenceUID",
+                    "PositionReferenceIndicator"):  # the last two: the Frame of Reference module (Type 1, Type 2)
         setattr(dst, keyword, getattr(src, keyword, "") or "")
 
 
