@@ -44,7 +44,7 @@ def source_datasets(files: list[Path]) -> list:
 
     from abdoseg.inference.io.errors import InputError, shown
 
-    datasets = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in files]
+    datasets = [pydicom.dcmread(str(f), stop_before_pixels=True, force=True) for f in files]  # preamble or not
     missing = [name for name in _REQUIRED_UIDS if any(not str(getattr(d, name, "") or "").strip() for d in datasets)]
     if missing:
         raise InputError(f"{shown(Path(files[0]).parent)}: slices without {', '.join(missing)} (anonymised without "
