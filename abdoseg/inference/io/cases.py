@@ -1,12 +1,13 @@
 """What `-i` and `-o` name: the cases to segment and where their outputs go; the checks that keep outputs off inputs.
 
-`-i` is one scan file (any name), one DICOM series folder (a folder holding DICOM slices directly), or a folder of
-cases. In a folder of cases: a scan `<case>_0000.<ext>` is case <case>, a scan `<name>.<ext>` is case <name> (not
-when the output folder is the input folder: there a plain name may be an earlier output), and a sub-folder with DICOM
-files at any depth is a series case named after the folder (abdoseg.inference.io.dicom). A file of another channel
-(`<case>_0001.<ext>` ...) and two inputs giving one case name make a case that fails with its reason. `-o` is a
-folder, or, for a single input, a file name ending in `.nii.gz`. An output never replaces an input, and a failed
-case's outputs are removed (never an input).
+`-i` is one scan file (any name), one DICOM series folder (a folder holding DICOM slices directly, or whose
+sub-folders hold different slices of one series), or a folder of cases. In a folder of cases: a scan
+`<case>_0000.<ext>` is case <case>, a scan `<name>.<ext>` is case <name> (not when the output folder is the input
+folder: there a plain name may be an earlier output), and a sub-folder with DICOM files at any depth is a series
+case named after the folder (abdoseg.inference.io.dicom). A file of another channel (`<case>_0001.<ext>` ...) and
+two inputs giving one case name make a case that fails with its reason. `-o` is a folder, or, for a single input, a
+file name ending in `.nii.gz`. An output never replaces an input, and a failed case's outputs are removed (never an
+input).
 """
 from __future__ import annotations
 
@@ -98,7 +99,7 @@ def find_cases(in_dir: Path, plain_names: bool = True) -> tuple[list[Case], list
 def _case(name: str, paths: list[Path], other_channels: list[Path]) -> Case:
     if other_channels:
         p = other_channels[0]
-        return Case(name, paths[0] if paths else p,
+        return Case(name, p,  # the file the refusal names
                     f"{shown(p)}: a second input channel (_{CHANNEL_PATTERN.match(p.name)['channel']}) of case "
                     f"{shown(name)}; abdoseg segments one CT channel (_0000): move the other channels out")
     problem = None
@@ -123,7 +124,7 @@ def resolve_inputs(source: Path, output: Path) -> Inputs:
     source, output = Path(source), Path(output)
     to_file = output.name.endswith(OUTPUT_FILE_SUFFIX) and not output.is_dir()
     if source.is_dir():
-        if not _holds_slices_directly(source):
+        if not _holds_slices_directly(source) and not _series_split_over_folders(source):
             plain = not _same_folder(source, output)
             if to_file:
                 raise InputError(f"{shown(output)}: a file name, but {shown(source)} is a folder of cases: "
@@ -163,6 +164,37 @@ def _holds_slices_directly(folder: Path) -> bool:
                 return True
         except InputError:
             return True  # a broken slice: the folder is a series, which then fails naming the file
+    return False
+
+
+def _series_split_over_folders(folder: Path) -> bool:
+    """True when sub-folders of `folder` hold different slices of one series (same series UID, no instance in
+    two of them): `folder` is one exam spread over sub-folders, not a folder of cases. Case folders that hold
+    copies or variants of one series share instances and stay cases."""
+    from abdoseg.inference.io.dicom_files import Slice, files_below, is_dicom_file, read_dicom_header
+
+    def slices(sub: Path, first_only: bool) -> list[Slice]:
+        found = []
+        for path in (p for p in files_below(sub) if is_dicom_file(p)):
+            try:
+                header = read_dicom_header(path)
+            except InputError:
+                continue
+            if isinstance(header, Slice):
+                found.append(header)
+                if first_only:
+                    break
+        return found
+
+    by_series: dict[str, list[Path]] = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        first = slices(sub, first_only=True)
+        if first and first[0].series_uid:
+            by_series.setdefault(first[0].series_uid, []).append(sub)
+    for subs in (s for s in by_series.values() if len(s) > 1):
+        instances = [{h.sop_uid for h in slices(sub, first_only=False)} for sub in subs]
+        if sum(len(i) for i in instances) == len(set().union(*instances)):
+            return True
     return False
 
 

@@ -179,15 +179,17 @@ def _read_pixels(folder: Path, files: list[Path]) -> sitk.Image:
     try:
         with _itk_warnings_off():
             reader = sitk.ImageSeriesReader()
+            reader.SetImageIO("GDCMImageIO")  # named: its CanReadFile refuses some files without preamble it reads
             reader.SetFileNames(names)
             try:
                 return reader.Execute()
             except RuntimeError as e:
                 for path, name in zip(files, names):  # which slice: read each on its own
                     try:
-                        sitk.ReadImage(name)
+                        sitk.ReadImage(name, imageIO="GDCMImageIO")
                     except RuntimeError as one:
-                        raise InputError(f"{shown(path)}: the slice cannot be decoded ({itk_reason(one)})") from e
+                        raise InputError(f"{shown(path)}: GDCM cannot decode this slice "
+                                         f"({itk_reason(one).split(' for ')[0]})") from e
                 raise InputError(f"{shown(folder)}: the DICOM series cannot be read ({itk_reason(e)})") from e
     finally:
         for name in names:
