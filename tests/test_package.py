@@ -93,6 +93,11 @@ def test_pip_install_gives_a_working_abdoseg_command(tmp_path):
                                                    "ct3slice.json"}
     out, ref = sitk.ReadImage(str(outputs / "abdpelvis3mm.nii.gz")), sitk.ReadImage(str(real_image("abdpelvis3mm")))
     assert out.GetSize() == ref.GetSize() and out.GetOrigin() == ref.GetOrigin()
+    for given, output, wanted in (  # one scan file into a named label map; one DICOM series folder into a folder
+            (inputs / "abdpelvis3mm_0000.nii.gz", work / "one" / "seg.nii.gz", work / "one" / "seg.nii.gz"),
+            (inputs / "ct3slice", work / "series", work / "series" / "ct3slice.nii.gz")):
+        one = run(str(abdoseg), "predict", "-i", str(given), "-o", str(output), "--runtime", "onnxruntime")
+        assert one.returncode == 0 and [p.name for p in wanted.parent.iterdir()] == [wanted.name], one.stderr
 
     gt = work / "gt"
     gt.mkdir()
