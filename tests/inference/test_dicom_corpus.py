@@ -161,3 +161,29 @@ def test_rtstruct_reads_back_in_rt_utils(corpus):
         assert not (mask & ~binary_dilation(truth, near)).any() and not (truth & ~binary_dilation(mask, near)).any()
         dice = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
         assert dice > (0.98 if name == "liver" else 0.9), (name, dice)
+
+
+def test_outputs_on_another_scanners_series_pass_dciodvfy_and_read_back(tmp_path):
+    """dcmqi's 3-slice CT (empty Specific Character Set, a one-part patient name) as the source: both objects
+    validate, and the SEG reads back as the label map."""
+    import highdicom as hd
+
+    from abdoseg.inference.io.dicom import read_series
+    from abdoseg.inference.labels import label_map
+    from abdoseg.inference.outputs.dicom import build_rtstruct, build_seg, source_datasets
+    from tests.helpers.dicom_corpus import CT3
+
+    sources = source_datasets(read_series(CT3).files)
+    labels = np.zeros((3, 512, 512), np.uint8)
+    labels[:, 100:200, 150:300] = 1
+    labels[1:, 300:350, 300:400] = 3
+    seg_path, rt_path = tmp_path / "a.seg.dcm", tmp_path / "a.rtstruct.dcm"
+    build_seg(sources, labels, label_map("flare21")).save_as(seg_path)
+    build_rtstruct(sources, labels, label_map("flare21")).save_as(rt_path, enforce_file_format=True)
+    if shutil.which("dciodvfy") is not None:
+        assert _dciodvfy_errors(seg_path) == [] and _dciodvfy_errors(rt_path) == []
+    seg = hd.seg.segread(seg_path)
+    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=[d.SOPInstanceUID for d in sources],
+                                               segment_numbers=seg.get_segment_numbers(), combine_segments=True,
+                                               relabel=True)
+    assert np.array_equal(np.array([0, 1, 3], np.uint8)[frames], labels)

@@ -11,6 +11,7 @@ docs/dicom.md says why not rt-utils or platipy.
 from __future__ import annotations
 
 import datetime
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -51,6 +52,9 @@ def source_datasets(files: list[Path]) -> list:
                          "UIDs?); a DICOM-SEG or RTSTRUCT cannot reference them")
     if len({d.FrameOfReferenceUID for d in datasets}) > 1:
         raise InputError(f"{shown(Path(files[0]).parent)}: slices in several frames of reference")
+    for ds in datasets:  # an empty SpecificCharacterSet means the default repertoire, which highdicom wants absent
+        if "SpecificCharacterSet" in ds and not ds.SpecificCharacterSet:
+            del ds.SpecificCharacterSet
     return datasets
 
 
@@ -222,7 +226,9 @@ def write_dicom_outputs(datasets: list, labels: np.ndarray, out_dir: Path, name:
         return []
     written = []
     if "dicom-seg" in wanted:
-        seg = build_seg(datasets, labels, label_set)
+        with warnings.catch_warnings():  # highdicom's advice on the source's values (e.g. a one-part patient name)
+            warnings.simplefilter("ignore", UserWarning)
+            seg = build_seg(datasets, labels, label_set)
         written.append(atomic_write(Path(out_dir) / f"{name}.seg.dcm", lambda p: seg.save_as(str(p))))
     if "rtstruct" in wanted:
         rt = build_rtstruct(datasets, labels, label_set)
