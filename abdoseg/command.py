@@ -41,6 +41,10 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "train-fine": Subcommand("abdoseg.training.fine.cli", (), "train", "train the fine stage's network"),
     "validate-fine": Subcommand("abdoseg.training.fine.validation", (), "train",
                                 "record the fine path against the CPU path in the fine card"),
+    "export-fine": Subcommand("abdoseg.training.fine.export", (), "train",
+                              "export the fine network to ONNX (network + ArgMax), parity-checked"),
+    "quantize-fine": Subcommand("abdoseg.training.fine.quantize", (), "train",
+                                "INT8 copy of the fine graph, kept only behind the coarse card's gate"),
 }
 
 

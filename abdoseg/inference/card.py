@@ -165,6 +165,9 @@ class ModelCard:
     zscore: ZScore | None = None  # slices cards: one channel, the window as clip range, then z-score
     slab_tail: SlabTail | None = None  # where the network's full-resolution tail may run in z-slabs
     precision: str = "fp32"  # "int8": the network quantized (abdoseg.training.quantize), its gate in the provenance
+    #: The fine stage's card file (abdoseg.inference.fine), beside this card; None: the coarse stage alone. A card
+    #: without it never runs a fine stage, whatever the device.
+    fine: str | None = None
 
     def __post_init__(self) -> None:
         if self.graph not in ("composed", "network"):
@@ -290,7 +293,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 #: network in fp32 (what training exports, the INT8 gate's reference), and the FLARE22 model.
 NAMED_CARDS = {"flare21": WEIGHTS_DIR / "abdoseg_coarse_int8.json",
                "flare21-fp32": WEIGHTS_DIR / "abdoseg_coarse.json",
-               "flare22": WEIGHTS_DIR / "abdoseg_flare22.json"}
+               "flare22": WEIGHTS_DIR / "abdoseg_flare22.json",
+               "flare21-fine": WEIGHTS_DIR / "abdoseg_coarse_int8_fine.json"}
 #: The card `abdoseg predict` runs unless told otherwise.
 DEFAULT_CARD = "flare21"
 #: The named card whose locator the `cobra` preset borrows.
@@ -334,6 +338,8 @@ def read_card_json(path: Path, kind: str, not_found_hint: str = "") -> dict[str,
 def _read_card(path: Path) -> ModelCard:
     hint = f" (presets: {sorted({*PRESETS, *NAMED_CARDS})})"
     card = ModelCard.from_dict(read_card_json(path, "model card", hint))
+    if card.fine is not None:  # resolved like the locator's file: relative to the card's folder
+        card = replace(card, fine=str(path.parent / card.fine))
     if card.locator is None:
         return card
     return replace(card, locator=replace(card.locator, model_file=str(path.parent / card.locator.model_file)))

@@ -39,16 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ONNX file (default: the one the card names, beside the card)")
     p.add_argument("--card", default=DEFAULT_CARD,
                    help="model card JSON, a shipped card's name (flare21: the INT8 network, the default; "
-                   "flare21-fp32: the same in fp32; flare22: the FLARE22 model), or a preset: 'cobra' = the "
-                   "COBRA published format (needs --model)")
+                   "flare21-fp32: the same in fp32; flare21-fine: the INT8 network, then the fine stage on the "
+                   "organ crop; flare22: the FLARE22 model), or a preset: 'cobra' = the COBRA published format "
+                   "(needs --model)")
     p.add_argument("--runtime", choices=("openvino", "onnxruntime"), default=DEFAULT_RUNTIME,
                    help=f"CPU runtime for the graph (default: {DEFAULT_RUNTIME}, the faster cold run here)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default: the cores this process may use, cgroup/affinity aware)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
-                   help="cuda: coarse model + high-resolution fine stage on the GPU; auto: cuda when a GPU, torch "
-                   "and fine weights whose card shows them at least as good as the CPU path on every organ are "
-                   "present, else cpu (default: auto)")
+                   help="cuda: the card's stages on the GPU (its fine stage through torch); auto: a card's fine "
+                   "stage only when its card shows it at least as good as the coarse path on every organ, on cuda "
+                   "when a GPU, a CUDA torch and the fine weights are present, else on the cpu (default: auto)")
     p.add_argument("--tta", action="store_true",
                    help="nnU-Net cards: test-time mirroring over the card's mirror axes, as nnU-Net's default")
     p.add_argument("--log", type=Path, default=None, help="also append one JSON line per case to this file")
@@ -104,14 +105,26 @@ def _is_nnunet_card(spec: str) -> bool:
     return is_nnunet_card(card_path(spec))
 
 
-def _card_labelset(spec: str, model: Path | None) -> str | None:
-    """The label set of the card `spec` names (None when it cannot be read: loading it reports why)."""
+def resolve_stages(requested: str, spec: str, model: Path | None) -> tuple[str, bool, str]:
+    """(device, whether the card's fine stage runs, and why not when 'auto' passes it over) for the card `spec`.
+
+    A card without a fine stage runs its coarse stage alone ('auto': on the CPU). With one, 'auto' runs it only
+    when its fine card's validation record shows it at least as good as the coarse path on every organ
+    (`fine_verdict`), on CUDA where `resolve_device` finds a GPU, a CUDA torch and the fine weights, else on the
+    CPU; 'cpu' and 'cuda' run the card as it is. A card that cannot be read: loading it reports why."""
     from abdoseg.inference.card import load_card
+    from abdoseg.inference.fine.card import fine_verdict_at
 
     try:
-        return load_card(spec, model)[0].labelset
+        card = load_card(spec, model)[0]
     except (ValueError, OSError):
-        return None
+        card = None
+    if card is None or card.fine is None:
+        return ("cpu" if requested == "auto" else requested), False, ""
+    if requested == "auto" and (reason := fine_verdict_at(Path(card.fine), card.labelset)) is not None:
+        return "cpu", False, f"fine stage not used: {reason}"
+    device, note = resolve_device(requested, Path(card.fine), card.labelset)
+    return device, True, note.replace("fine stage not used", "fine stage on the CPU") if note else ""
 
 
 def _fmt_line(record: dict) -> str:
@@ -141,7 +154,9 @@ def _found_text(record: dict) -> str:
 
 def _announce(predictor, device: str, note: str = "") -> None:
     device = f"{device} ({note})" if note else device
-    print(f"abdoseg: model {predictor.card.name} ({predictor.session.description}, device {device}) "
+    fine = getattr(predictor, "fine", None)
+    fine = f"; fine stage {fine.card.name} ({fine.description})" if fine is not None else ""
+    print(f"abdoseg: model {predictor.card.name} ({predictor.session.description}, device {device}{fine}) "
           f"opened in {predictor.session_load_s:.2f} s", file=sys.stderr)
 
 
@@ -157,12 +172,13 @@ def run(args: argparse.Namespace) -> int:
         from abdoseg.inference.nnunet.predictor import resolve_nnunet_device
 
         device, device_note = resolve_nnunet_device(args.device)
+        fine = False
     else:
-        device, device_note = resolve_device(args.device, labelset=_card_labelset(args.card, args.model))
+        device, fine, device_note = resolve_stages(args.device, args.card, args.model)
     t0 = time.perf_counter()
     if args.warmup:
         predictor = Predictor.load(args.card, args.model, args.runtime, threads, device, args.cache_dir,
-                                   tta=args.tta)
+                                   tta=args.tta, fine=fine)
         _announce(predictor, device, device_note)
         predictor.segment(np.full((40, 64, 64), -1000, np.int16), (5.0, 6.0, 6.0))
         print(f"abdoseg: warm-up done in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
@@ -178,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     # Card and checksum now; the runtime opens in a background thread while the first scan is read.
     predictor = Predictor.load(args.card, args.model, args.runtime, threads, device, args.cache_dir, background=True,
-                               tta=args.tta)
+                               tta=args.tta, fine=fine)
     cases = inputs.cases
     for p in inputs.ignored:
         print(f"abdoseg: note: ignoring {shown(p.name)} ({ignored_reason(p, inputs.plain_names)})", file=sys.stderr)

@@ -10,7 +10,8 @@
                   ("slices" cards: 2D networks on batches of axial slices, resampled in-plane; slice_graph.py)
     6 labels      class -> FLARE label lookup, connected-component rule per organ (at low resolution)
     7 upsample    nearest, back onto the canonical full-resolution grid (and into the whole scan's z-range)
-    [fine]        --device cuda: crop around the organs and segment at high resolution (abdoseg.inference.fine)
+    [fine]        cards with a fine stage: crop around the organs, segment it at high resolution and paste it back
+                  (abdoseg.inference.fine: torch on CUDA, else the fine graph in the CPU runtime)
     8 write       orient back and write on the input's exact grid, atomically
 nnU-Net cards (abdoseg import-nnunet) run through their own runner, as nnU-Net runs them: read, [coarse stage],
 preprocess, network (sliding windows over the folds), export, [labels], write (abdoseg.inference.nnunet).
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import SimpleITK as sitk
 
-from abdoseg.inference.card import (DEFAULT_CARD, WEIGHTS_DIR, CardError, ModelCard, card_path, load_card,
+from abdoseg.inference.card import (DEFAULT_CARD, CardError, ModelCard, card_path, load_card,
                                    verify_checksum, verify_file)
 from abdoseg.inference.graph.runtime import ModelLoadError, RuntimeName, Session, open_session
 from abdoseg.inference.grid.geometry import axis_maps, upsample_labels
@@ -143,10 +144,12 @@ class Predictor:
     @classmethod
     def load(cls, card_spec: str | Path = DEFAULT_CARD, model_path: Path | None = None,
              runtime: RuntimeName = "openvino", threads: int = 1, device: str = "cpu",
-             cache_dir: Path | None = None, background: bool = False, tta: bool = False) -> "Predictor":
+             cache_dir: Path | None = None, background: bool = False, tta: bool = False,
+             fine: bool = True) -> "Predictor":
         """Read the card and check the model's checksum; open the runtime now, or in a background thread
         (`background`: the caller reads its first scan meanwhile; `session` waits for it). An nnU-Net card gets
-        its own runner (abdoseg.inference.nnunet: same interface; `tta`: nnU-Net's mirroring)."""
+        its own runner (abdoseg.inference.nnunet: same interface; `tta`: nnU-Net's mirroring). The card's fine
+        stage, when it has one and `fine`, opens too: torch on `device` "cuda", else the CPU `runtime`."""
         if is_nnunet_card(card_path(card_spec)):
             from abdoseg.inference.nnunet.predictor import NnunetPredictor
 
@@ -155,12 +158,12 @@ class Predictor:
             raise CardError(f"--tta: card {str(card_spec)!r} has no mirroring (nnU-Net cards have)")
         card, model_path = load_card(card_spec, model_path)
         verify_checksum(card, model_path)
-        fine = None
-        if device == "cuda":
-            from abdoseg.inference.fine import FineStage
+        stage = None
+        if card.fine is not None and fine:
+            from abdoseg.inference.fine import open_fine_stage
 
-            fine = FineStage.load(WEIGHTS_DIR, device)
-        predictor = cls(card, fine=fine, runtime=_RuntimeChoice(runtime, threads, cache_dir))
+            stage = open_fine_stage(Path(card.fine), device, runtime, threads, cache_dir)
+        predictor = cls(card, fine=stage, runtime=_RuntimeChoice(runtime, threads, cache_dir))
         args = (model_path, runtime, threads, device == "cuda", cache_dir)
         if background:
             pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="abdoseg-load")
@@ -219,6 +222,8 @@ class Predictor:
                 full[window.start:window.stop] = self._segment_slices(ct[window.start:window.stop], spacing, clock)
         if self.fine is not None and clock.organs_found:
             full, clock.details["fine"] = self.fine.run(ct, spacing, full)
+            names = self.card.label_map.names  # the organs of the result: the fine stage's, not the coarse ones
+            clock.organs_found = [names.get(k, str(k)) for k in clock.details["fine"]["labels"]]
             clock.lap("fine")
         return full
 

@@ -60,6 +60,7 @@ def test_fine_stage_plugs_into_the_pipeline_on_cpu(toy_card_path):
     assert "fine" in clock.seconds and clock.details["fine"]["crop_voxels"] > 0
     inside = labels > 0
     assert inside.any() and set(np.unique(labels[inside])) == {3}  # the fine network (all spleen) decided
+    assert clock.organs_found == ["spleen"]  # the organs of the result, not of the coarse labels
 
 
 @pytest.mark.slow

@@ -86,6 +86,7 @@ class Provenance:
     minutes: float = 0.0
     notes: str = ""
     initialised_from: str = ""  # e.g. the coarse model's file and sha256 (seed 001: faster convergence)
+    quantization: dict[str, Any] = field(default_factory=dict)  # INT8 graphs: tool, calibration, gate figures
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,10 @@ class FineCard:
     #: None: each window clipped and mapped to [0, 1]. (mean, std): each window clipped, then (HU - mean) / std,
     #: statistics of the training organs' voxels within the window (seed 001's global normalisation).
     global_intensity: tuple[float, float] | None = None
+    #: The torch-free fine stage's graph beside the card (abdoseg.training.fine.export: network + ArgMax, "image"
+    #: [1, C, D, H, W] -> "classes" [D, H, W]) and its sha256; None: the stage runs through torch only.
+    network_file: str | None = None
+    network_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if len(self.spacing) != 3 or min(self.spacing) <= 0:

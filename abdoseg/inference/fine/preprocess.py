@@ -20,22 +20,8 @@ import numpy as np
 import torch
 
 from abdoseg.inference.card import Shape3, Spacing3, Window
-from abdoseg.inference.grid.geometry import AxisMap, downsample_labels
-
-
-def fine_grid_shape(shape: Shape3, spacing: Spacing3, fine_spacing: Spacing3) -> Shape3:
-    """Voxels per axis of the fine grid covering a crop of `shape` voxels at `spacing` mm."""
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"crop shape must be three positive sizes, got {shape!r}")
-    if len(spacing) != 3 or min(spacing) <= 0 or len(fine_spacing) != 3 or min(fine_spacing) <= 0:
-        raise ValueError(f"spacings must be three positive mm values, got {spacing!r} and {fine_spacing!r}")
-    sizes = (max(1, int(round(n * s / f))) for n, s, f in zip(shape, spacing, fine_spacing))
-    return tuple(sizes)  # type: ignore[return-value]
-
-
-def resize_maps(shape: Shape3, out_shape: Shape3) -> tuple[AxisMap, AxisMap, AxisMap]:
-    """Resize-mode axis maps (step = n_in / n_out) from `shape` to `out_shape`."""
-    return tuple(AxisMap(int(n), int(m), n / m) for n, m in zip(shape, out_shape))  # type: ignore[return-value]
+from abdoseg.inference.fine.grid import fine_grid_shape, resize_maps
+from abdoseg.inference.grid.geometry import downsample_labels
 
 
 def resample_volume(

@@ -6,9 +6,9 @@ This module imports torch only inside `load`/`run`, so `import abdoseg.inference
 Order of `run` (each stage timed; on CUDA the device is synchronised before each clock read):
   crop      bounding box of the coarse organs + margin (card) on the full grid; no organ → whole scan
   preprocess crop → fine grid (anti-aliased linear) → HU windows            (abdoseg.inference.fine.preprocess)
-  network   sliding window, Gaussian weights, step from the card, fp16 autocast on CUDA
-  resize    logits → crop's full-resolution grid, argmax, in z-slabs        (abdoseg.inference.fine.slabs)
-  cleanup   largest components per label, on the crop (all organ voxels lie inside it)
+  network   sliding window, Gaussian weights, step from the card, fp16 autocast on CUDA; argmax on the fine grid
+  cleanup   the card's component rules on the fine grid, with its true spacing (min_ml, near_mm in mm)
+  resize    nearest, fine grid → the crop's full-resolution grid (as the torch-free stage, graph_stage.py)
   paste     crop labels into a background volume of the full grid
 """
 from __future__ import annotations
@@ -76,7 +76,12 @@ class FineStage:
     card: FineCard
     network: "torch.nn.Module"
     device: str
-    max_slab_bytes: int = 64 << 20
+
+    @property
+    def description(self) -> str:
+        import torch
+
+        return f"torch {torch.__version__} {self.device}, sliding windows"
 
     @classmethod
     def load(cls, weights: Path, device: str) -> "FineStage":
@@ -101,22 +106,24 @@ class FineStage:
         device = _check_device(device)
         return cls(card=card, network=network.to(device).eval(), device=device)
 
-    def run(self, ct: np.ndarray, spacing: Spacing3, coarse: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    def run(self, ct: np.ndarray, spacing: Spacing3, coarse: np.ndarray) -> tuple[np.ndarray, dict]:
         """uint8 labels (the card's label set) on the full canonical grid of `ct`, and per-stage seconds and memory
         figures.
 
         ct: canonical full-resolution HU [z, y, x] (any real dtype); spacing: (z, y, x) mm; coarse: labels of
-        the coarse model on the same grid. Info keys: seconds {crop,preprocess,network,resize,cleanup,paste,total}_s
+        the coarse model on the same grid. Info keys: seconds {crop,preprocess,network,cleanup,resize,paste,total}_s
         (the first six add up to total_s); crop_voxels, grid_voxels (fine grid), windows (sliding windows run),
-        no_organ (1.0: no coarse organ, the whole scan was used);
+        no_organ (1.0: no coarse organ, the whole scan was used), labels (the nonzero labels of the result);
         on CUDA also gpu_peak_allocated_bytes (torch allocator peak during this call) and gpu_in_use_bytes
         (device memory in use, all processes, at the end of the call).
         """
         import torch
 
+        from abdoseg.inference.fine.graph_stage import labels_present
+        from abdoseg.inference.fine.grid import grid_spacing, resize_maps
         from abdoseg.inference.fine.preprocess import prepare_image
-        from abdoseg.inference.fine.slabs import resize_argmax_slabs
         from abdoseg.inference.fine.sliding import sliding_window_logits
+        from abdoseg.inference.grid.geometry import upsample_labels
         from abdoseg.inference.postprocess import keep_largest_components
 
         _check_inputs(ct, spacing, coarse)
@@ -124,7 +131,7 @@ class FineStage:
         if cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         clock = _Clock(lambda: torch.cuda.synchronize(self.device) if cuda else None)
-        info: dict[str, float] = {}
+        info: dict = {}
 
         box = organ_box(coarse, spacing, self.card.margin_mm)
         no_organ = box is None
@@ -138,17 +145,20 @@ class FineStage:
                 self.network, image, self.card.patch_size, self.card.architecture.n_classes, self.card.step, fp16=cuda
             )
             del image
-            info["network_s"] = clock.lap()
-            crop_labels = resize_argmax_slabs(logits, box.shape, self.max_slab_bytes)
-            grid_voxels = float(logits[0].numel())
+            classes = logits.max(dim=0).indices.to(torch.uint8).cpu().numpy()  # ties -> lowest class, as argmax
             del logits
-            info["resize_s"] = clock.lap()
-        crop_labels = keep_largest_components(crop_labels, self.card.keep_components)
+            info["network_s"] = clock.lap()
+        grid = tuple(classes.shape)
+        classes = keep_largest_components(classes, self.card.keep_components,
+                                          spacing=grid_spacing(box.shape, spacing, grid))
         info["cleanup_s"] = clock.lap()
+        crop_labels = upsample_labels(classes, resize_maps(box.shape, grid))
+        grid_voxels = float(classes.size)
+        info["resize_s"] = clock.lap()
         labels = paste(crop_labels, box)
         info["paste_s"] = clock.lap()
         info["total_s"] = clock.total()
-        info.update(_geometry_info(box, grid_voxels, windows, no_organ))
+        info.update(_geometry_info(box, grid_voxels, windows, no_organ), labels=labels_present(classes))
         if cuda:
             free, total = torch.cuda.mem_get_info(self.device)
             info["gpu_peak_allocated_bytes"] = float(torch.cuda.max_memory_allocated(self.device))

@@ -7,6 +7,7 @@ bf16, which moves the resampled HU by up to ~20 HU and changes labels.
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -47,21 +48,26 @@ class Session(Protocol):
 _CONVERTER = "openvino.tools.ovc"
 
 
+_IMPORT_LOCK = threading.Lock()
+
+
 def import_openvino():
     """`openvino`, imported without its model converter (a None entry in sys.modules makes that import fail,
     which openvino's __init__ tolerates); the entry is removed afterwards, so a later `import openvino.tools.ovc`
-    still works."""
-    if "openvino" in sys.modules:
-        return sys.modules["openvino"]
-    blocked = _CONVERTER not in sys.modules
-    if blocked:
-        sys.modules[_CONVERTER] = None
-    try:
-        import openvino
-    finally:
-        if blocked and sys.modules.get(_CONVERTER, False) is None:
-            del sys.modules[_CONVERTER]
-    return openvino
+    still works. Thread-safe: sessions open in background threads (the coarse graph and the fine graph at once),
+    and a second thread must not take the module from sys.modules while the first is still importing it."""
+    with _IMPORT_LOCK:
+        if "openvino" in sys.modules:
+            return sys.modules["openvino"]
+        blocked = _CONVERTER not in sys.modules
+        if blocked:
+            sys.modules[_CONVERTER] = None
+        try:
+            import openvino
+        finally:
+            if blocked and sys.modules.get(_CONVERTER, False) is None:
+                del sys.modules[_CONVERTER]
+        return openvino
 
 
 class OnnxRuntimeSession:

@@ -30,8 +30,9 @@ def _triple(kind: Callable[[str], Any]) -> Callable[[str], tuple]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="abdoseg train-fine", description=__doc__)
     p.add_argument("--data", type=Path, required=True, help="folder with imagesTr/<case>_0000.nii.gz + labelsTr/")
-    p.add_argument("--out", type=Path, default=WEIGHTS_DIR,
-                   help="weights folder (default: the package's shipped weights folder)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder for fine.pt + fine.json (never defaulted: the shipped weights are replaced only on "
+                   f"purpose, --out {WEIGHTS_DIR.relative_to(WEIGHTS_DIR.parents[1])})")
     p.add_argument("--name", default="abdoseg_fine")
     p.add_argument("--base-features", type=int, default=32)
     p.add_argument("--max-features", type=int, default=320)

@@ -42,9 +42,10 @@ def validation_from_summaries(summaries: Sequence[dict], labelset: str, note: st
     return Validation(scans=scans, coarse=means("cpu_path"), fine=means("fine_path"), metric=metric)
 
 
-def record_validation(weights: Path, summary_paths: Sequence[Path], note: str = "") -> FineCard:
-    """Rewrite `weights`/fine.json with the validation record of the summaries (weights and sha256 unchanged)."""
-    card_path = weights / FINE_CARD_NAME
+def record_validation(weights: Path, summary_paths: Sequence[Path], note: str = "",
+                      card_name: str = FINE_CARD_NAME) -> FineCard:
+    """Rewrite `weights`/`card_name` with the validation record of the summaries (weights and sha256 unchanged)."""
+    card_path = weights / card_name
     card = FineCard.from_dict(json.loads(card_path.read_text()))
     summaries = [json.loads(Path(p).read_text()) for p in summary_paths]
     card = dataclasses.replace(card, validation=validation_from_summaries(summaries, card.labelset, note))
@@ -55,15 +56,16 @@ def record_validation(weights: Path, summary_paths: Sequence[Path], note: str = 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="abdoseg validate-fine", description=__doc__)
     p.add_argument("--weights", type=Path, required=True, help="folder with fine.json + fine.pt")
+    p.add_argument("--card", default=FINE_CARD_NAME, help=f"the fine card's file name in --weights ({FINE_CARD_NAME})")
     p.add_argument("--note", default="", help="where and how the summaries were measured")
     p.add_argument("summaries", type=Path, nargs="+", help="bench_gpu.py --json files, one per scan")
     args = p.parse_args(argv)
     try:
-        card = record_validation(args.weights, args.summaries, args.note)
+        card = record_validation(args.weights, args.summaries, args.note, args.card)
     except (OSError, ValueError, KeyError) as e:
         print(f"validate-fine: error: {e}", file=sys.stderr)
         return 2
     verdict = fine_verdict(card)
-    print(f"validate-fine: wrote the record into {args.weights / FINE_CARD_NAME}; --device auto "
+    print(f"validate-fine: wrote the record into {args.weights / args.card}; --device auto "
           + ("uses the fine stage" if verdict is None else f"will not use it: {verdict}"))
     return 0

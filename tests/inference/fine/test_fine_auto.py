@@ -120,18 +120,23 @@ def test_auto_does_not_pair_the_fine_stage_with_another_label_set(gpu, weights, 
 
 def test_the_shipped_fine_stage_wins_on_every_organ_so_auto_uses_it_on_a_gpu_machine(gpu):
     """abdoseg/weights/fine.json records the fine path above the CPU path on every FLARE21 organ (DSC and NSD), so
-    `auto` on a GPU machine runs it with the FLARE21 card, and not with the FLARE22 card's other label set."""
+    `auto` on a GPU machine runs the two-stage card's fine stage on CUDA; cards without a fine stage (flare21,
+    flare22) run none, whatever the machine."""
     card, _ = load_fine_card(SHIPPED)
     assert card.validation is not None and fine_verdict(card, "flare21") is None
     assert cli.resolve_device("auto", labelset="flare21") == ("cuda", "")
     assert cli.resolve_device("auto", labelset="flare22")[0] == "cpu"
+    assert cli.resolve_stages("auto", "flare21-fine", None) == ("cuda", True, "")
+    assert cli.resolve_stages("auto", "flare21", None) == ("cpu", False, "")
+    assert cli.resolve_stages("cuda", "flare22", None) == ("cuda", False, "")
 
 
 @pytest.mark.slow
 def test_the_shipped_record_holds_when_measured_again_on_a_real_scan(tmp_path):
     """Re-measure the record's claim on upperabd1mm, on CPU: the default CPU path, then the same path with the
     shipped fine stage (the stage's labels on CPU equal its CUDA labels, tests/inference/fine/test_fine_stage.py);
-    the fine path is at least as good on every organ, and its DSC is the one the record was made from."""
+    the fine path is at least as good on every organ, and its DSC is the one measured with the clean-up on the fine
+    grid (the record, made before that change with a linear resize of the scores, has pancreas 0.823 here)."""
     pytest.importorskip("torch")
     from abdoseg.evaluation.accuracy import read_labels, score_case
     from abdoseg.evaluation.labelsets import get_labelset
@@ -149,7 +154,7 @@ def test_the_shipped_record_holds_when_measured_again_on_a_real_scan(tmp_path):
         scores[name] = score_case(gt.array, pred.array, gt.spacing_zyx, get_labelset("flare21"))
     for organ, (cpu_dsc, cpu_nsd), (fine_dsc, fine_nsd) in zip(ORGANS, scores["cpu"], scores["fine"]):
         assert fine_dsc >= cpu_dsc and fine_nsd >= cpu_nsd, (organ, scores)
-    assert [d for d, _ in scores["fine"]] == pytest.approx([0.980, 1.0, 0.969, 0.823], abs=0.005)
+    assert [d for d, _ in scores["fine"]] == pytest.approx([0.978, 1.0, 0.969, 0.814], abs=0.005)
 
 
 def test_the_measured_attempt_loses_and_auto_would_not_pick_it(gpu, weights):
