@@ -83,4 +83,5 @@ COPY . /workspace/
 RUN python -m compileall -q /workspace/abdoseg \
  && python -m abdoseg predict --warmup \
  && python -m abdoseg predict --warmup --card flare21-fp32 \
- && python -m abdoseg predict --warmup --card flare22
+ && python -m abdoseg predict --warmup --card flare22 \
+ && python -m abdoseg predict --warmup --card flare21-fine

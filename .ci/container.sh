@@ -16,6 +16,8 @@
 #   7. the shipped FLARE22 card: one case with ABDOSEG_CARD=flare22, the organisers' way; its output
 #      on the input grid with labels in 0..13, the liver present, and the model line naming abdoseg_flare22
 #      (which organs it finds is the model's business: the shipped one finds liver, right kidney and spleen).
+#   8. the shipped two-stage card: every sample with ABDOSEG_CARD=flare21-fine, one container each, the organisers'
+#      way; outputs checked as in 5 and the model line naming abdoseg_coarse_int8_fine and its fine stage.
 #
 # `--build-only` (make container) stops after step 3 and the size report.
 # Runs as root (CI does). Environment: ABDOSEG_IMAGE (default abdoseg:latest), ABDOSEG_SAMPLES (a folder with
@@ -269,6 +271,15 @@ run_flare22_case() {
         --max-label 13
 }
 
+# Step 8: each sample with the shipped two-stage card (the coarse INT8 graph, then the fine stage on the CPU).
+run_two_stage_cases() {
+    local scan n=0
+    for scan in "$(sample_dir)"/imagesTr/*_0000.nii.gz; do
+        n=$((n + 1))
+        run_case_with_card "fine$n" "$scan" flare21-fine "abdoseg_coarse_int8_fine .*fine stage abdoseg_fine_int8" ""
+    done
+}
+
 # One case alone in a fresh container the organisers' way with ABDOSEG_CARD=$3, whose model line must name $4;
 # $5: extra podman options (e.g. a mounted card folder); the rest: check_outputs.py options for its output.
 run_case_with_card() {
@@ -307,4 +318,5 @@ report_image
 $BUILD_ONLY || run_cases
 $BUILD_ONLY || run_slice_card
 $BUILD_ONLY || run_flare22_case
+$BUILD_ONLY || run_two_stage_cases
 log "container step passed in $(elapsed "$T_START") s"
