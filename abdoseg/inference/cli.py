@@ -163,8 +163,8 @@ def _announce(predictor, device: str, note: str = "") -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from abdoseg.inference.io.cases import check_case, ignored_reason, resolve_inputs
-    from abdoseg.inference.io.errors import InputError, failure_reason, shown
+    from abdoseg.inference.io.cases import check_case
+    from abdoseg.inference.io.errors import failure_reason, shown
     from abdoseg.inference.pipeline import Predictor, StageClock
 
     threads = args.threads or usable_cpus()
@@ -184,29 +184,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"abdoseg: warm-up done in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
         return 0
 
-    if args.input is None or args.output is None:
-        print("abdoseg: error: -i/--input and -o/--output are required", file=sys.stderr)
-        return 2
-    try:
-        inputs = resolve_inputs(args.input, args.output)
-    except InputError as e:
-        print(f"abdoseg: error: {e}", file=sys.stderr)
-        return 2
+    inputs = _resolved_inputs(args)
+    if isinstance(inputs, int):
+        return inputs
     # Card and checksum now; the runtime opens in a background thread while the first scan is read.
     predictor = Predictor.load(args.card, args.model, args.runtime, threads, device, args.cache_dir, background=True,
                                tta=args.tta, fine=fine)
-    cases = inputs.cases
-    for p in inputs.ignored:
-        print(f"abdoseg: note: ignoring {shown(p.name)} ({ignored_reason(p, inputs.plain_names)})", file=sys.stderr)
-    if not cases:
-        print(f"abdoseg: error: {shown(args.input)}: no cases found (scans <case>_0000.<ext> or <name>.<ext>, "
-              ".nii.gz/.nii/.mha/.nrrd, or folders with a DICOM series)", file=sys.stderr)
-        return 1
-    if args.shard is not None:
-        n_all, cases = len(cases), args.shard.select(cases)
-        print(f"abdoseg: shard {args.shard}: {len(cases)} of {n_all} case(s)", file=sys.stderr)
-        if not cases:
-            return 0
+    cases = _cases_to_run(inputs, args)
+    if isinstance(cases, int):
+        return cases
     inputs.out_dir.mkdir(parents=True, exist_ok=True)
 
     failures = 0
@@ -233,6 +219,42 @@ def run(args: argparse.Namespace) -> int:
     if failures:
         print(f"abdoseg: {failures} of {len(cases)} case(s) failed", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _resolved_inputs(args: argparse.Namespace):
+    """What -i and -o name (abdoseg.inference.io.cases.Inputs), or exit status 2 after one line saying why not."""
+    from abdoseg.inference.io.cases import resolve_inputs
+    from abdoseg.inference.io.errors import InputError
+
+    if args.input is None or args.output is None:
+        print("abdoseg: error: -i/--input and -o/--output are required", file=sys.stderr)
+        return 2
+    try:
+        return resolve_inputs(args.input, args.output)
+    except InputError as e:
+        print(f"abdoseg: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _cases_to_run(inputs, args: argparse.Namespace):
+    """The cases of this run (its --shard), after a note per ignored name; or the exit status when there are
+    none (1: none found, 0: an empty shard)."""
+    from abdoseg.inference.io.cases import ignored_reason
+    from abdoseg.inference.io.errors import shown
+
+    for p in inputs.ignored:
+        print(f"abdoseg: note: ignoring {shown(p.name)} ({ignored_reason(p, inputs.plain_names)})", file=sys.stderr)
+    cases = inputs.cases
+    if not cases:
+        print(f"abdoseg: error: {shown(args.input)}: no cases found (scans <case>_0000.<ext> or <name>.<ext>, "
+              ".nii.gz/.nii/.mha/.nrrd, or folders with a DICOM series)", file=sys.stderr)
+        return 1
+    if args.shard is not None:
+        n_all, cases = len(cases), args.shard.select(cases)
+        print(f"abdoseg: shard {args.shard}: {len(cases)} of {n_all} case(s)", file=sys.stderr)
+        if not cases:
+            return 0
+    return cases
 
 
 def _add_figures(record: dict, clock, predictor, device: str) -> None:

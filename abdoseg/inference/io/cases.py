@@ -139,7 +139,7 @@ def resolve_inputs(source: Path, output: Path) -> Inputs:
         raise InputError(f"{shown(source)}: no such file or folder")
     if to_file:
         return Inputs([Case(case.name, case.path, output_name=output.name[: -len(OUTPUT_FILE_SUFFIX)])], [],
-                      source.parent, output.parent if str(output.parent) else Path("."))
+                      source.parent, output.parent)
     return Inputs([case], [], source.parent, output)
 
 
