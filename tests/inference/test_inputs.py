@@ -100,7 +100,12 @@ def test_a_series_folder_with_a_dicomdir_beside_case_folders_stays_a_folder_of_c
     ds.save_as(tmp_path / "DICOMDIR", enforce_file_format=True)
     assert [c.name for c in resolve_inputs(tmp_path, tmp_path / "out").cases] == ["a", "b"]
     shutil.copytree(CT3, tmp_path / "c")  # a copy of a (the same instances): a case of its own
-    assert [c.name for c in resolve_inputs(tmp_path, tmp_path / "out").cases] == ["a", "b", "c"]
+    (tmp_path / "d").mkdir()
+    for f in sorted(CT3.iterdir()):  # a variant of a: new instance UIDs, same series and positions
+        ds = pydicom.dcmread(f)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(tmp_path / "d" / f.name)
+    assert [c.name for c in resolve_inputs(tmp_path, tmp_path / "out").cases] == ["a", "b", "c", "d"]
 
 
 def test_a_series_split_over_sub_folders_is_one_case(tmp_path):

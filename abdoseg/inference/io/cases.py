@@ -168,9 +168,9 @@ def _holds_slices_directly(folder: Path) -> bool:
 
 
 def _series_split_over_folders(folder: Path) -> bool:
-    """True when sub-folders of `folder` hold different slices of one series (same series UID, no instance in
-    two of them): `folder` is one exam spread over sub-folders, not a folder of cases. Case folders that hold
-    copies or variants of one series share instances and stay cases."""
+    """True when sub-folders of `folder` hold different slices of one series (same series UID and orientation, no
+    instance and no position in two of them): `folder` is one exam spread over sub-folders, not a folder of cases.
+    Case folders that hold copies or variants of one series share instances or positions and stay cases."""
     from abdoseg.inference.io.dicom_files import Slice, files_below, is_dicom_file, read_dicom_header
 
     def slices(sub: Path, first_only: bool) -> list[Slice]:
@@ -192,8 +192,12 @@ def _series_split_over_folders(folder: Path) -> bool:
         if first and first[0].series_uid:
             by_series.setdefault(first[0].series_uid, []).append(sub)
     for subs in (s for s in by_series.values() if len(s) > 1):
-        instances = [{h.sop_uid for h in slices(sub, first_only=False)} for sub in subs]
-        if sum(len(i) for i in instances) == len(set().union(*instances)):
+        parts = [slices(sub, first_only=False) for sub in subs]
+        instances = [{h.sop_uid for h in part} for part in parts]
+        positions = [{tuple(round(v, 2) for v in h.position) for h in part} for part in parts]
+        orientations = {tuple(round(v, 4) for v in h.orientation) for part in parts for h in part}
+        if len(orientations) == 1 and all(sum(len(x) for x in sets) == len(set().union(*sets))
+                                          for sets in (instances, positions)):
             return True
     return False
 
