@@ -56,6 +56,10 @@ def is_dicom_file(path: Path) -> bool:
             head = f.read(_DICM_OFFSET + 4)
     except OSError:
         return False
+    return _looks_like_dicom(head)
+
+
+def _looks_like_dicom(head: bytes) -> bool:
     if head[_DICM_OFFSET:] == _DICM:
         return True
     if len(head) < 8:
@@ -81,8 +85,9 @@ def files_below(folder: Path) -> list[Path]:
 
 
 def dicom_files_below(folder: Path) -> list[Path]:
-    """The DICOM files at any depth below `folder`, sorted by path."""
-    return [p for p in files_below(folder) if is_dicom_file(p)]
+    """The DICOM files at any depth below `folder`, sorted by path, and those that cannot be opened (a slice could
+    hide among them: read_dicom_header then names the file and the reason)."""
+    return [p for p in files_below(folder) if is_dicom_file(p) or not os.access(p, os.R_OK)]
 
 
 def holds_dicom(folder: Path) -> bool:
@@ -94,7 +99,11 @@ def read_dicom_header(path: Path) -> Slice | Other:
     """What the DICOM file `path` is; InputError naming it when it is truncated or its header cannot be read."""
     import pydicom
 
-    size = path.stat().st_size
+    try:
+        size = path.stat().st_size
+        open(path, "rb").close()
+    except OSError as e:
+        raise InputError(f"{shown(path)}: cannot be read ({e.strerror})") from e
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns about odd values; the checks below decide
         try:
