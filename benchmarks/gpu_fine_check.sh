@@ -45,10 +45,12 @@ fi
 
 step "coarse INT8 in OpenVINO on the host CPU, fine stage on $DEVICE (warm, $REPEATS runs)"
 $PY benchmarks/bench_gpu.py --device "$DEVICE" --card flare21 --runtime openvino --coarse-device cpu \
-    --threads "$THREADS" --repeats "$REPEATS" --scan "$SCAN" --json "$OUT/host_int8.json"
+    --fine-weights abdoseg/weights/fine_int8.json --threads "$THREADS" --repeats "$REPEATS" --scan "$SCAN" \
+    --json "$OUT/host_int8.json"
 step "coarse fp32 on the GPU (onnxruntime CUDA), fine stage on $DEVICE (warm, $REPEATS runs)"
 $PY benchmarks/bench_gpu.py --device "$DEVICE" --card flare21-fp32 --runtime onnxruntime --coarse-device "$DEVICE" \
-    --threads "$THREADS" --repeats "$REPEATS" --scan "$SCAN" --json "$OUT/gpu_fp32.json"
+    --fine-weights abdoseg/weights/fine_int8.json --threads "$THREADS" --repeats "$REPEATS" --scan "$SCAN" \
+    --json "$OUT/gpu_fp32.json"
 
 step "the product command on the scan: --card flare21-fine --device $DEVICE"
 rm -rf "$WORK/out" && $PY -m abdoseg predict -i "$SCAN" -o "$WORK/out" --card flare21-fine \
