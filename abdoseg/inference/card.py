@@ -290,7 +290,8 @@ def card_fields(cls: type, d: dict[str, Any], fmt: str, kind: str) -> dict[str, 
 #: The shipped weights, each file beside its card (package data; weights/README.md indexes them).
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 #: Shipped cards by name (`--card flare22`): the product's card (the network in INT8 behind its gate), the same
-#: network in fp32 (what training exports, the INT8 gate's reference), and the FLARE22 model.
+#: network in fp32 (what training exports, the INT8 gate's reference), the FLARE22 model, and the two-stage card
+#: (the product's card, then the fine stage on the organ crop: abdoseg.inference.fine).
 NAMED_CARDS = {"flare21": WEIGHTS_DIR / "abdoseg_coarse_int8.json",
                "flare21-fp32": WEIGHTS_DIR / "abdoseg_coarse.json",
                "flare22": WEIGHTS_DIR / "abdoseg_flare22.json",
