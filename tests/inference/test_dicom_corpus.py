@@ -20,7 +20,7 @@ from tests.helpers.dicom_corpus import baseline_datasets, build_bad, build_good
 
 pytestmark = pytest.mark.slow
 #: The variants whose DICOM outputs are validated: the source's encoding is copied into the outputs' references.
-VALIDATED = ("baseline", "implicit_no_preamble", "big_endian")
+VALIDATED = ("baseline", "implicit_no_preamble", "big_endian", "deflated")
 
 
 @pytest.fixture(scope="module")

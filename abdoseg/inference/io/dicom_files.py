@@ -119,12 +119,39 @@ def read_dicom_header(path: Path) -> Slice | Other:
         raise InputError(f"{shown(path)}: incomplete DICOM file (no SOP Class UID: truncated or damaged)")
     kind = pydicom.uid.UID(sop_class).name
     is_image = "Image Storage" in kind
+    deflated = str(getattr(meta, "TransferSyntaxUID", "")) == pydicom.uid.DeflatedExplicitVRLittleEndian
+    if deflated:  # the file's bytes are a zlib stream: the pixel data is checked on the inflated dataset
+        pixels_at, size = _deflated_pixel_data(path)
     if is_image and ("Rows" not in ds or "Columns" not in ds or pixels_at >= size):
         raise InputError(f"{shown(path)}: truncated DICOM file (it ends before its pixel data)")
     if not is_image or "Rows" not in ds:
         return Other(path, kind)
-    _check_pixel_data(path, ds, pixels_at, size)
+    if not deflated:
+        _check_pixel_data(path, ds, pixels_at, size)
+    elif size - pixels_at < _pixel_bytes(ds):
+        raise InputError(f"{shown(path)}: truncated DICOM file (its deflated pixel data holds {size - pixels_at:,} "
+                         f"of the {_pixel_bytes(ds):,} bytes its rows and columns need)")
     return _slice_or_other(path, ds, kind)
+
+
+def _deflated_pixel_data(path: Path) -> tuple[int, int]:
+    """(0, length of the pixel data) of a deflated file read whole, or (1, 0) when it holds none: the same test
+    as (offset of the pixel data, file size) for the other transfer syntaxes."""
+    import pydicom
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            full = pydicom.dcmread(path, force=True)
+            return (0, len(full.PixelData)) if "PixelData" in full else (1, 0)
+        except Exception as e:  # a cut zlib stream
+            raise InputError(f"{shown(path)}: truncated DICOM file (its deflated data is cut short)") from e
+
+
+def _pixel_bytes(ds) -> int:
+    """The bytes of native pixel data its rows, columns, samples, bits and frames need."""
+    return int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * \
+        int(ds.get("BitsAllocated") or 16) // 8 * int(ds.get("NumberOfFrames") or 1)
 
 
 def _slice_or_other(path: Path, ds, kind: str) -> Slice | Other:
@@ -155,8 +182,7 @@ def _check_pixel_data(path: Path, ds, at: int, size: int) -> None:
     if length == _UNDEFINED_LENGTH:
         _check_encapsulated(path, size)
         return
-    expected = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * \
-        int(ds.get("BitsAllocated") or 16) // 8 * int(ds.get("NumberOfFrames") or 1)
+    expected = _pixel_bytes(ds)
     held = min(length, size - start)
     if held < expected:
         raise InputError(f"{shown(path)}: truncated DICOM file (its pixel data holds {max(held, 0):,} of the "
