@@ -72,10 +72,12 @@ def test_resample_data_is_skimage_resize():
     data = ndimage.gaussian_filter(rng.normal(size=(1, 10, 30, 28)), 2).astype(np.float32)
     rule = Resampling("resample_data_or_seg_to_shape", {"order": 3, "order_z": 0, "force_separate_z": None})
     iso = resample_data(data, (7, 12, 11), (1.0, 1.0, 1.0), (1.4, 2.5, 2.5), rule)
-    zoom = ndimage.zoom(data[0], [7 / 10, 12 / 30, 11 / 28], order=3, mode="nearest", grid_mode=True)
+    zoom = np.clip(ndimage.zoom(data[0], [7 / 10, 12 / 30, 11 / 28], order=3, mode="nearest", grid_mode=True),
+                   data.min(), data.max())  # skimage's resize clips to the input's range
     np.testing.assert_allclose(iso[0], zoom, atol=1e-5)
     aniso = resample_data(data, (5, 12, 11), (4.0, 1.0, 1.0), (8.0, 2.5, 2.5), rule)
-    inplane = np.stack([ndimage.zoom(s, [12 / 30, 11 / 28], order=3, mode="nearest", grid_mode=True) for s in data[0]])
+    inplane = np.stack([np.clip(ndimage.zoom(s, [12 / 30, 11 / 28], order=3, mode="nearest", grid_mode=True),
+                                s.min(), s.max()) for s in data[0]])
     np.testing.assert_allclose(aniso[0], inplane[AxisTaps.of(10, 5, 0).low], atol=1e-5)
 
 
@@ -160,7 +162,7 @@ def test_predictor_runtimes_agree_on_the_input_grid(tmp_path, configuration):
             assert getattr(written, get)() == getattr(image, get)()
         labels[runtime] = sitk.GetArrayFromImage(written)
     assert (labels["openvino"] == labels["onnxruntime"]).mean() > 0.999
-    assert set(np.unique(labels["openvino"])) == {0, 1, 2}
+    assert len(np.unique(labels["openvino"])) >= 2  # a random toy network: some boundary to agree on
 
 
 def test_tta_runs_every_mirroring(tmp_path):

@@ -46,9 +46,11 @@ def separate_axis(spacing: Sequence[float], new_spacing: Sequence[float], force:
 
 
 def _zoom(image: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
-    """skimage.transform.resize(image, shape, order, mode="edge", anti_aliasing=False), in float32."""
+    """skimage.transform.resize(image, shape, order, mode="edge", anti_aliasing=False), in float32: scipy's zoom
+    with grid_mode, then clipped to the input's range (resize's clip=True: no spline overshoot)."""
     factors = [n / s for n, s in zip(shape, image.shape)]
-    return ndimage.zoom(image, factors, order=order, mode="nearest", grid_mode=True, output=np.float32)
+    out = ndimage.zoom(image, factors, order=order, mode="nearest", grid_mode=True, output=np.float32)
+    return np.clip(out, image.min(), image.max(), out=out) if order > 1 else out
 
 
 def resample_data(data: np.ndarray, new_shape: Sequence[int], spacing: Sequence[float],
