@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "NSD=0 where DSC<0.2, aorta/IVC/esophagus on the GT's slices only (default flare21)")
     ev.add_argument("--out", type=Path, help="CSV with one row per case x organ: case,label,organ,dsc,nsd,status")
     ev.add_argument("--plot", metavar="PREFIX", help="write box plots PREFIX_dsc.png and PREFIX_nsd.png")
+    ev.add_argument("--volumes", type=Path, metavar="CSV",
+                    help="also print and write each case's organ volumes: reference, predicted and false-positive ml "
+                         "(predicted outside the reference's organ; all of it where the organ is absent)")
 
     ef = sub.add_parser("efficiency", help="time a command case by case, sampling GPU memory, CPU and RAM",
                         description="Copy each image of --inputs alone into a fresh inputs folder, run --cmd "
@@ -79,7 +82,22 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.plot:
         for path in plot_boxes(rows, args.plot):
             print(f"wrote {path}", file=sys.stderr)
+    if args.volumes is not None:
+        _volumes(args, labelset, {r.case for r in rows if r.status == "ok"})
     return 1 if errors else 0
+
+
+def _volumes(args: argparse.Namespace, labelset, cases: set[str]) -> None:
+    """The held-out report's rows (abdoseg.evaluation.held_out) of the cases that were scored."""
+    from abdoseg.evaluation.accuracy import SUFFIX
+    from abdoseg.evaluation.held_out import format_held_out, score_held_out_files
+    from abdoseg.evaluation.report import write_csv
+
+    rows = [row for case in sorted(cases)
+            for row in score_held_out_files(case, args.gt / f"{case}{SUFFIX}", args.pred / f"{case}{SUFFIX}", labelset)]
+    if rows:
+        write_csv(args.volumes, rows)
+        print(format_held_out(rows))
 
 
 def _efficiency(args: argparse.Namespace) -> int:

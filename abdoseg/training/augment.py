@@ -34,11 +34,13 @@ class AugmentConfig:
     noise_hu: float = 25.0
     blur_p: float = 0.2
     blur_sigma: tuple[float, float] = (0.3, 1.0)
+    slab_p: float = 0.0  # a thin axial slab of the crop kept, air around it: scans of a few cm (off by default)
+    slab_vox: tuple[int, int] = (4, 16)  # the slab's thickness in model-grid slices
 
     def __post_init__(self) -> None:
         if not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"scale range must be 0 < low <= high, got {self.scale}")
-        for name in ("flip_lr", "organ_shift_p", "noise_p", "blur_p"):
+        for name in ("flip_lr", "organ_shift_p", "noise_p", "blur_p", "slab_p"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability, got {p}")
@@ -122,6 +124,24 @@ def intensity_augment(
     return out
 
 
+def thin_slab(image: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator,
+              cfg: AugmentConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """With probability `slab_p`, keep a random run of `slab_vox` axial slices and make the rest air (class 0):
+    what the canvas holds for a scan a few centimetres long, which the resample centres with air around it."""
+    if cfg.slab_p <= 0 or rng.random() >= cfg.slab_p:
+        return image, labels
+    depth = image.shape[0]
+    thickness = int(rng.integers(cfg.slab_vox[0], cfg.slab_vox[1] + 1))
+    if thickness >= depth:
+        return image, labels
+    start = int(rng.integers(0, depth - thickness + 1))
+    outside = torch.ones(depth, dtype=torch.bool)
+    outside[start:start + thickness] = False
+    image, labels = image.clone(), labels.clone()
+    image[outside], labels[outside] = AIR_HU, 0
+    return image, labels
+
+
 def augmented_crop(
     hu: torch.Tensor,
     classes: torch.Tensor,
@@ -134,4 +154,4 @@ def augmented_crop(
     jitter = np.array([rng.uniform(-s, s) for s in cfg.shift_vox])
     grid = crop_grid(tuple(hu.shape), crop_shape, np.asarray(center, float) + jitter, random_matrix(rng, cfg))
     image, labels = sample_crop(hu, classes, grid)
-    return intensity_augment(image, labels, rng, cfg), labels
+    return thin_slab(intensity_augment(image, labels, rng, cfg), labels, rng, cfg)

@@ -14,7 +14,13 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, log, cache, curves)")
     p.add_argument("--folds", type=int, default=1, help="cross-validation folds (1: validate on the training cases)")
     p.add_argument("--fold", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--hold-out", nargs="+", default=(), metavar="CASE",
+                   help="leave these cases out of training and validation; at the end the final network segments "
+                   "them through the pipeline and RUN/held_out.json scores them (DSC, NSD, false-positive ml)")
+    p.add_argument("--early-stop", type=int, default=12, metavar="EPOCHS",
+                   help="stop after this many epochs without a better validation (default 12)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs of --iters-per-epoch steps (default 60); with --resume, a new end for the run")
     p.add_argument("--iters-per-epoch", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=None, help="default 2 (2D --arch: the recipe's)")
     p.add_argument("--crop", type=int, nargs=3, default=(48, 96, 96), metavar=("D", "H", "W"))
@@ -31,6 +37,15 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flip-lr", type=float, default=0.0,
                    help="probability of a left/right flip per crop (default 0: flips make the network confuse "
                    "spleen and liver, whose main cue is their side)")
+    p.add_argument("--slab-p", type=float, default=0.0,
+                   help="probability that a crop keeps only a thin axial slab (4-16 model-grid slices) with air "
+                   "around it, as a scan a few centimetres long looks on the canvas (default 0)")
+    p.add_argument("--structures", type=Path, default=None, metavar="DIR",
+                   help="TotalSegmentator structure maps <case>_total.nii.gz of the training cases: the sources of "
+                   "label-driven synthesis (--synth-p)")
+    p.add_argument("--synth-p", type=float, default=0.0,
+                   help="share of training crops synthesised from the deformed structure maps, with CT contrast "
+                   "phases (default 0); the run folder gets synthetic_preview.png")
     p.add_argument("--init-from", type=Path, default=None,
                    help="start from this checkpoint's weights, or from a shipped composed .onnx (fine-tune)")
     p.add_argument("--freeze-norm", action="store_true",
@@ -122,6 +137,7 @@ def _run_train(args: argparse.Namespace) -> int:
         return _run_train_2d(args)
     from abdoseg.inference.card import Geometry
     from abdoseg.training.augment import AugmentConfig
+    from abdoseg.training.synthesis import SynthConfig
     from abdoseg.training.train import TrainConfig, train
 
     config_path = args.out / "config.json"
@@ -134,18 +150,24 @@ def _run_train(args: argparse.Namespace) -> int:
             cfg = dataclasses.replace(cfg, max_minutes=args.max_minutes)
         if args.threads is not None:
             cfg = dataclasses.replace(cfg, threads=args.threads)
+        if args.epochs is not None:  # where the run ends: the steps before it are the same whatever it is
+            cfg = dataclasses.replace(cfg, epochs=args.epochs)
     else:
         geometry = (Geometry(mode="resize", shape=(96, 192, 192)) if args.geometry == "resize"
                     else Geometry(mode="spacing", shape=(96, 192, 192), spacing=tuple(args.spacing)))
         cfg = TrainConfig(
-            data=str(args.data.resolve()), geometry=geometry, folds=args.folds, fold=args.fold, epochs=args.epochs,
+            data=str(args.data.resolve()), geometry=geometry, folds=args.folds, fold=args.fold,
+            epochs=args.epochs or 60,
             iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size or 2, crop=tuple(args.crop), val_crops=tuple(args.val_crops), lr=args.lr,
             ce_weight=args.ce_weight, max_minutes=args.max_minutes, seed=args.seed, device=args.device,
-            threads=args.threads, augment=AugmentConfig(flip_lr=args.flip_lr),
+            threads=args.threads, augment=AugmentConfig(flip_lr=args.flip_lr, slab_p=args.slab_p),
             init_from=None if args.init_from is None else str(_checkpoint(args.init_from, args.out)),
             freeze_norm=args.freeze_norm, labelset=args.labelset,
             deep_supervision=args.deep_supervision or args.unlabelled is not None,
             unlabelled=None if args.unlabelled is None else str(args.unlabelled.resolve()), unsup_weight=args.unsup_weight,
+            hold_out=tuple(args.hold_out), early_stop_patience=args.early_stop,
+            structures=None if args.structures is None else str(args.structures.resolve()),
+            synth=SynthConfig(p=args.synth_p),
         )
     best = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     logging.getLogger("training").info("best epoch %s: mean organ Dice %.4f", best.get("epoch"), best["val_mean_dice"])

@@ -116,27 +116,35 @@ def read_canonical(case: Case, orientation: str = "RAS", labelset: str = DEFAULT
 
     The HU array is exactly what the inference pipeline feeds its graph (abdoseg.inference.grid.scan.canonical_hu).
     """
+    hu, labels, spacing = read_canonical_pair(case.image, case.label, orientation)
+    top = label_map(labelset).max_label
+    if labels.min() < 0 or labels.max() > top:
+        raise ValueError(f"{case.label}: {labelset} labels must lie in 0..{top}, got {labels.min()}..{labels.max()}")
+    return hu, labels.astype(np.uint8), spacing
+
+
+def read_canonical_pair(image: Path, label: Path, orientation: str = "RAS"
+                        ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """(HU int16, label map as stored, spacing z,y,x mm) in the canonical array orientation; the label map must
+    lie on the image's grid. Any label map: FLARE labels, or TotalSegmentator's structure maps (training.structures)."""
     import SimpleITK as sitk
 
     from abdoseg.inference.grid.scan import Grid, canonical_hu
     from abdoseg.inference.io.read import read_array, read_header
 
-    reader = read_header(case.image)  # the inference read: a validated 3D scalar scan, or an InputError
-    grid, label = Grid.of(reader), sitk.ReadImage(str(case.label))
+    reader = read_header(image)  # the inference read: a validated 3D scalar scan, or an InputError
+    grid, label_image = Grid.of(reader), sitk.ReadImage(str(label))
     same = (
-        grid.size == label.GetSize()
-        and np.allclose(grid.spacing, label.GetSpacing(), atol=1e-4)
-        and np.allclose(grid.direction, label.GetDirection(), atol=1e-4)
+        grid.size == label_image.GetSize()
+        and np.allclose(grid.spacing, label_image.GetSpacing(), atol=1e-4)
+        and np.allclose(grid.direction, label_image.GetDirection(), atol=1e-4)
     )
     if not same:
-        raise ValueError(f"{case.label}: grid differs from its image {case.image.name} (size/spacing/direction)")
+        raise ValueError(f"{label}: grid differs from its image {Path(image).name} (size/spacing/direction)")
     hu, spacing, reo = canonical_hu(read_array(reader), grid, orientation)
-    labels = np.ascontiguousarray(reo.apply(sitk.GetArrayFromImage(label)))
-    top = label_map(labelset).max_label
-    if labels.min() < 0 or labels.max() > top:
-        raise ValueError(f"{case.label}: {labelset} labels must lie in 0..{top}, got {labels.min()}..{labels.max()}")
+    labels = np.ascontiguousarray(reo.apply(sitk.GetArrayFromImage(label_image)))
     # canonical_hu may return a read-only view of the read buffer: the cache wants its own writable array
-    return np.array(hu, dtype=np.int16, order="C", copy=True), labels.astype(np.uint8), tuple(float(s) for s in spacing)
+    return np.array(hu, dtype=np.int16, order="C", copy=True), labels, tuple(float(s) for s in spacing)
 
 
 class Resampler:

@@ -29,9 +29,12 @@ from abdoseg.inference.labels import DEFAULT_LABELSET, label_map
 from abdoseg.networks.cobra_unet import N_CLASSES, CobraUNet
 from abdoseg.training import distributed
 from abdoseg.training.augment import AugmentConfig, augmented_crop
-from abdoseg.training.data import CROPS, TRAIN_CROPS, Case, Sample, class_counts, find_cases, load_samples
+from abdoseg.training.data import CROPS, SHORT_CROPS, TRAIN_CROPS, Case, Sample, class_counts, find_cases, load_samples
+from abdoseg.training.held_out import held_out_report, split_held_out
 from abdoseg.training.losses import DiceCELoss, class_weights_from_counts
 from abdoseg.training.pyramid import PyramidUNet, consistency_kl, load_unlabelled, sigmoid_rampup, supervised_loss
+from abdoseg.training.structures import StructureSample, load_structure_samples
+from abdoseg.training.synthesis import SynthConfig, synthetic_crop
 from abdoseg.training.windows import hu_to_channels
 
 log = logging.getLogger("training")
@@ -91,6 +94,9 @@ class TrainConfig:
     deep_supervision: bool = False  # 4 decoder outputs (abdoseg.training.pyramid)
     unlabelled: str | None = None  # folder of unlabelled scans: KL consistency of the 4 outputs (training.pyramid)
     unsup_weight: float = 0.1  # the consistency term's full weight, reached by a sigmoid ramp-up
+    hold_out: tuple[str, ...] = ()  # cases never trained or validated on, scored at the end (training.held_out)
+    structures: str | None = None  # folder of <case>_total.nii.gz structure maps: the synthesis's sources
+    synth: SynthConfig = field(default_factory=SynthConfig)  # label-driven synthesis (training.synthesis)
 
     def __post_init__(self) -> None:
         if self.folds < 1 or not 0 <= self.fold < self.folds:
@@ -105,6 +111,8 @@ class TrainConfig:
         label_map(self.labelset)  # ValueError naming the valid label sets
         if self.unlabelled and not self.deep_supervision:
             raise ValueError("unlabelled scans need deep supervision: the pseudo-label is the mean of its 4 outputs")
+        if self.synth.p > 0 and not self.structures:
+            raise ValueError("synthesis (synth.p > 0) needs a folder of structure maps (--structures)")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -119,7 +127,10 @@ class TrainConfig:
         )
         a = d.pop("augment")
         augment = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()})
-        return cls(geometry=geometry, augment=augment, crop=tuple(d.pop("crop")), val_crops=tuple(d.pop("val_crops")), **d)
+        synth = SynthConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("synth", {}).items()})
+        return cls(geometry=geometry, augment=augment, synth=synth, crop=tuple(d.pop("crop")),
+                   val_crops=tuple(d.pop("val_crops")),
+                   hold_out=tuple(d.pop("hold_out", ())), **d)
 
 
 def split_cases(cases: list[Case], folds: int, fold: int) -> tuple[list[Case], list[Case]]:
@@ -152,19 +163,38 @@ def crop_rng(seed: int, epoch: int, step: int, index: int) -> np.random.Generato
 
 
 def make_batch(
-    samples: list[Sample], cfg: TrainConfig, epoch: int, step: int, indices: range | None = None
+    samples: list[Sample], cfg: TrainConfig, epoch: int, step: int, indices: range | None = None,
+    sources: list[StructureSample] = (),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Crops `indices` (default: all `batch_size`) of a step's global batch of augmented crops:
-    image [b, 2, d, h, w] float32, target [b, d, h, w] int64."""
+    image [b, 2, d, h, w] float32, target [b, d, h, w] int64. With structure `sources`, a crop is synthetic
+    (abdoseg.training.synthesis) with probability `cfg.synth.p`."""
     images, targets = [], []
     for i in range(cfg.batch_size) if indices is None else indices:
         rng = crop_rng(cfg.seed, epoch, step, i)
-        s = samples[rng.integers(len(samples))]
-        center = sample_center(s.classes, rng, cfg.organ_center_p)
-        hu, lab = augmented_crop(torch.from_numpy(s.hu), torch.from_numpy(s.classes), center, cfg.crop, rng, cfg.augment)
+        if sources and rng.random() < cfg.synth.p:
+            hu, lab = _synthetic(sources, cfg, rng)
+        else:
+            s = samples[rng.integers(len(samples))]
+            center = sample_center(s.classes, rng, cfg.organ_center_p)
+            hu, lab = augmented_crop(torch.from_numpy(s.hu), torch.from_numpy(s.classes), center, cfg.crop, rng,
+                                     cfg.augment)
         images.append(hu_to_channels(hu))
         targets.append(lab)
     return torch.stack(images), torch.stack(targets)
+
+
+def model_spacing(cfg: TrainConfig) -> tuple[float, float, float]:
+    """The model grid's spacing in mm (a "resize" geometry has none fixed: the shipped canvas's is assumed)."""
+    return tuple(cfg.geometry.spacing) if cfg.geometry.spacing else (4.0, 2.6, 2.6)
+
+
+def _synthetic(sources: list[StructureSample], cfg: TrainConfig, rng: np.random.Generator
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    source = sources[rng.integers(len(sources))]
+    center = sample_center(source.classes, rng, cfg.organ_center_p)
+    crop = synthetic_crop(source, center, cfg.crop, rng, cfg.synth, cfg.augment, cfg.labelset, model_spacing(cfg))
+    return crop.hu, crop.classes
 
 
 def dice_scores(pred: np.ndarray, truth: np.ndarray, classes: range) -> list[float]:
@@ -274,7 +304,7 @@ def _consistency(net: torch.nn.Module, unlabelled: list[Sample], cfg: TrainConfi
 
 def _train_epoch(parts: _Parts, samples: list[Sample], loss_fn, cfg: TrainConfig, epoch: int, deadline_s: float,
                  progress: bool, ctx: distributed.Context = distributed.Context(), unlabelled: list[Sample] = (),
-                 ramp: float = 0.0, terms: dict | None = None) -> list[float]:
+                 ramp: float = 0.0, terms: dict | None = None, sources: list[StructureSample] = ()) -> list[float]:
     """Adam steps on random crops until `iters_per_epoch` or the run's time budget; return the step losses
     (each the loss of the whole global batch, the same on every rank). With `unlabelled` scans, each step adds
     `cfg.unsup_weight * ramp *` the consistency term of unlabelled crops; `terms` collects both terms."""
@@ -287,7 +317,7 @@ def _train_epoch(parts: _Parts, samples: list[Sample], loss_fn, cfg: TrainConfig
     losses: list[float] = []
     bar = tqdm(range(cfg.iters_per_epoch), desc=f"epoch {epoch}", disable=not (progress and ctx.is_main), leave=False)
     for step in bar:
-        image, target = make_batch(samples, cfg, epoch, step, share)
+        image, target = make_batch(samples, cfg, epoch, step, share, sources)
         image, target = _prepare(image, cfg), target.to(cfg.device)
         with torch.autocast("cuda", enabled=cfg.device == "cuda"):
             logits = parts.net(image)
@@ -308,17 +338,26 @@ def _train_epoch(parts: _Parts, samples: list[Sample], loss_fn, cfg: TrainConfig
     return losses
 
 
-def _load_data(cfg: TrainConfig, run_dir: Path, ctx: distributed.Context) -> tuple[list[Sample], list[Sample]]:
-    """Cached model-grid samples for training and validation (rank 0 fills the cache, the others then read it)."""
-    train_cases, val_cases = split_cases(find_cases(Path(cfg.data)), cfg.folds, cfg.fold)
+def _load_data(cfg: TrainConfig, run_dir: Path, ctx: distributed.Context
+               ) -> tuple[list[Sample], list[Sample], list[StructureSample]]:
+    """Cached model-grid samples for training and validation, and the synthesis's structure samples of the
+    training cases (rank 0 fills the cache, the others then read it)."""
+    pool, held = split_held_out(find_cases(Path(cfg.data)), cfg.hold_out)
+    train_cases, val_cases = split_cases(pool, cfg.folds, cfg.fold)
     with distributed.main_first(ctx):
         train_samples = load_samples(train_cases, TRAIN_CROPS, cfg.geometry, run_dir / "cache", cfg.labelset)
         val_samples = load_samples(val_cases, tuple(CROPS[n] for n in cfg.val_crops), cfg.geometry, run_dir / "cache",
                                    cfg.labelset)
+        sources = (load_structure_samples(train_cases, Path(cfg.structures), SHORT_CROPS, cfg.geometry,
+                                          run_dir / "cache", cfg.labelset) if cfg.synth.p > 0 else [])
     log.info("train: %s (%d cached scans); validation: %s (%d scans)%s",
              [c.name for c in train_cases], len(train_samples), [c.name for c in val_cases], len(val_samples),
              " — the SAME cases (one fold)" if cfg.folds == 1 else "")
-    return train_samples, val_samples
+    if held:
+        log.info("held out (never trained or validated on; scored at the end): %s", [c.name for c in held])
+    if sources:
+        log.info("synthesis: %.0f %% of crops drawn from %d structure samples", 100 * cfg.synth.p, len(sources))
+    return train_samples, val_samples, sources
 
 
 def _build(cfg: TrainConfig, train_samples: list[Sample], resume: bool,
@@ -404,7 +443,11 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool, ctx: d
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     distributed.batch_slice(cfg.batch_size, ctx)  # refuse a batch that does not split before any work
-    train_samples, val_samples = _load_data(cfg, run_dir, ctx)
+    train_samples, val_samples, sources = _load_data(cfg, run_dir, ctx)
+    if sources and ctx.is_main:
+        from abdoseg.training.synthesis_preview import write_preview
+
+        write_preview(sources, cfg, run_dir / "synthetic_preview.png")
     unlabelled = load_unlabelled(Path(cfg.unlabelled), cfg.geometry) if cfg.unlabelled else []
     parts, loss_fn = _build(cfg, train_samples, resume, ctx)
     start_epoch = _start(parts, cfg, run_dir, resume, ctx)
@@ -418,7 +461,8 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool, ctx: d
         t0 = time.perf_counter()
         ramp = sigmoid_rampup(parts.elapsed_s / budget if cfg.max_minutes else epoch / max(1, cfg.epochs - 1))
         terms: dict = {"supervised": [], "consistency": []}
-        losses = _train_epoch(parts, train_samples, step_loss, cfg, epoch, budget, progress, ctx, unlabelled, ramp, terms)
+        losses = _train_epoch(parts, train_samples, step_loss, cfg, epoch, budget, progress, ctx, unlabelled, ramp,
+                              terms, sources)
         if unlabelled:
             log.info("epoch %d: supervised %.4f, consistency %.4f (weight %.4f)", epoch, np.mean(terms["supervised"]),
                      np.mean(terms["consistency"]), cfg.unsup_weight * ramp)
@@ -434,4 +478,15 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool, ctx: d
         if since_best >= cfg.early_stop_patience:
             log.info("early stop: no improvement for %d epochs", since_best)
             break
+    if cfg.hold_out and ctx.is_main:
+        _score_held_out(parts, cfg, run_dir)
     return parts.best
+
+
+def _score_held_out(parts: _Parts, cfg: TrainConfig, run_dir: Path) -> None:
+    """The held-out report of the final network, with the budget it was trained with."""
+    pool, held = split_held_out(find_cases(Path(cfg.data)), cfg.hold_out)
+    budget = {"trained_on": [c.name for c in pool], "epochs_run": len(parts.history),
+              "optimizer_steps": int(sum(h["steps"] for h in parts.history)), "batch_size": cfg.batch_size,
+              "crop": list(cfg.crop), "training_minutes": round(parts.elapsed_s / 60, 2), "seed": cfg.seed}
+    held_out_report(parts.model, cfg, held, run_dir, budget)

@@ -75,3 +75,17 @@ def test_organ_shift_reaches_every_organ_class_of_a_flare22_crop():
     for c in (2, 6, 9, 14):
         assert shifts[c].abs().min() > 0 and torch.allclose(shifts[c], shifts[c][0])  # one shift per organ
     assert len({round(float(shifts[c][0]), 4) for c in (2, 6, 9, 14)}) == 4
+
+
+def test_thin_slab_keeps_a_run_of_slices_and_makes_the_rest_air():
+    from abdoseg.training.augment import AIR_HU, thin_slab
+
+    hu, labels = _blobs()
+    cfg = AugmentConfig(slab_p=1.0, slab_vox=(4, 8))
+    for seed in range(5):
+        image, lab = thin_slab(hu, labels, np.random.default_rng(seed), cfg)
+        kept = [z for z in range(hu.shape[0]) if torch.equal(image[z], hu[z])]
+        assert 4 <= len(kept) <= 8 and kept == list(range(kept[0], kept[-1] + 1))
+        others = [z for z in range(hu.shape[0]) if z not in kept]
+        assert (image[others] == AIR_HU).all() and (lab[others] == 0).all()
+    assert thin_slab(hu, labels, np.random.default_rng(0), AugmentConfig())[0] is hu  # off by default
