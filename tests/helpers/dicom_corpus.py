@@ -14,7 +14,14 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
 
 from tests.helpers import DATA
 
@@ -69,6 +76,14 @@ def _deflated(ds: Dataset, path: Path) -> None:
     ds = copy.deepcopy(ds)
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     ds.save_as(path, enforce_file_format=True)
+
+
+def _compressed(transfer_syntax):
+    def write(ds: Dataset, path: Path) -> None:
+        ds = copy.deepcopy(ds)
+        ds.compress(transfer_syntax)
+        ds.save_as(path, enforce_file_format=True)
+    return write
 
 
 def _write_all(datasets, folder: Path, names: list[str], write=lambda ds, p: ds.save_as(p)) -> list[Path]:
@@ -130,6 +145,8 @@ def build_good(root: Path, datasets: list[Dataset]) -> list[str]:
     _write_all(native, root / "implicit_no_preamble", _random_names(n, 1), _implicit_without_preamble)
     _write_all(native, root / "big_endian", [f"{k}.dcm" for k in range(n)], _big_endian)
     _write_all(native, root / "deflated", [f"{k}.dcm" for k in range(n)], _deflated)
+    _write_all(native, root / "rle", [f"{k}.dcm" for k in range(n)], _compressed(RLELossless))
+    _write_all(native, root / "jpeg_ls", [f"{k}.dcm" for k in range(n)], _compressed(JPEGLSLossless))
     nested = [f"{'abc'[k % 3]}/{'xy'[k % 2] * (1 + k % 2)}/{name}" for k, name in enumerate(_random_names(n, 2))]
     _write_all(datasets, root / "nested", nested)
     _write_all(datasets, root / "junk_first", _random_names(n, 3))
@@ -140,7 +157,7 @@ def build_good(root: Path, datasets: list[Dataset]) -> list[str]:
     copies = root / "copied_twice"
     _write_all(datasets, copies, [f"IM{k:04d}" for k in range(n)])
     _write_all(datasets[:5], copies / "backup", [f"IM{k:04d}" for k in range(5)])  # the same instances again
-    return ["baseline", "implicit_no_preamble", "big_endian", "deflated", "nested", "junk_first", "scouts_and_second_series",
+    return ["baseline", "implicit_no_preamble", "big_endian", "deflated", "rle", "jpeg_ls", "nested", "junk_first", "scouts_and_second_series",
             "copied_twice"]
 
 
