@@ -21,8 +21,8 @@ import SimpleITK as sitk
 from abdoseg.inference.io.dicom_files import Other, Slice, dicom_files_below, read_dicom_header
 from abdoseg.inference.io.errors import InputError, shown
 
-#: Tolerances: orientation cosines, positions (mm), and the relative spread of slice gaps.
-_COSINE_TOL, _MM_TOL, _GAP_REL_TOL = 1e-4, 1e-3, 0.01
+#: Tolerances: positions (mm) and the relative spread of slice gaps (orientations and pixel spacings: 4 decimals).
+_MM_TOL, _GAP_REL_TOL = 1e-3, 0.01
 
 
 @dataclass
@@ -104,9 +104,9 @@ def stack_slices(folder: Path, slices: list[Slice]) -> tuple[list[Slice], list[s
     """The series' slices sorted along their normal, copies of one instance dropped, and notes; InputError with
     the files concerned when they do not form one evenly spaced stack."""
     _unique(folder, [s.size for s in slices], slices, "slice sizes (columns x rows)")
-    _unique(folder, [tuple(np.round(s.spacing, 4)) if s.spacing else None for s in slices], slices, "pixel spacing")
-    _unique(folder, [tuple(np.round(np.asarray(s.orientation) / _COSINE_TOL).astype(int)) for s in slices], slices,
-            "orientations")
+    _unique(folder, [tuple(float(v) for v in np.round(s.spacing, 4)) if s.spacing else None for s in slices], slices,
+            "pixel spacing")
+    _unique(folder, [tuple(float(v) for v in np.round(s.orientation, 4)) for s in slices], slices, "orientations")
     row, col = np.asarray(slices[0].orientation[:3]), np.asarray(slices[0].orientation[3:])
     normal = np.cross(row, col)
     along = np.array([np.dot(s.position, normal) for s in slices])
