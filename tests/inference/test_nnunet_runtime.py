@@ -196,3 +196,31 @@ def test_predict_command_runs_an_nnunet_card(tmp_path, capsys):
     stats = json.loads((tmp_path / "out" / "a.json").read_text())
     assert set(stats["organs"]) == {"liver", "kidney_left"}
     assert not (tmp_path / "out" / "b.nii.gz").exists()
+
+
+def test_cascade_feeds_the_coarse_labels_one_hot(tmp_path):
+    from abdoseg.inference.nnunet.model import NnunetModel, Timings, one_hot_prior
+    from abdoseg.inference.pipeline import Predictor
+
+    write_toy_nnunet_card(tmp_path, "3d_lowres", name="low", spacing=(6.0, 4.0, 4.0), patch=(8, 16, 16))
+    card = write_toy_nnunet_card(tmp_path, "3d_cascade_fullres", name="cascade", previous_stage="low.json")
+    image = synthetic_ct((14, 40, 44), (2.5, 1.2, 1.1))
+    predictor = Predictor.load(card, runtime="onnxruntime")
+    clock = Timings()
+    labels = predictor.segment_image(image, clock)
+    assert {"coarse preprocess", "coarse network", "preprocess", "network"} <= set(clock.seconds)
+    assert predictor.session.description.startswith("nnU-Net 3d_cascade_fullres")
+    fine, coarse = predictor.models
+    array = sitk.GetArrayFromImage(image)
+    spacing = image.GetSpacing()[::-1]
+    prior = coarse.predict(array, spacing)
+    assert len(np.unique(prior)) > 1
+    np.testing.assert_array_equal(labels, fine.predict(array, spacing, prior))
+    other = NnunetModel(fine.card, fine.ensemble).predict(array, spacing, np.zeros_like(prior))
+    assert (other != labels).any()  # the coarse labels are an input that matters
+    seg = np.zeros((4, 6, 6), np.uint8)
+    seg[1:3, 2:4, 2:4] = 2
+    hot = one_hot_prior(seg, (8, 12, 12), (2.0, 2.0, 2.0), (1.0, 1.0, 1.0), fine.card)
+    resized = ndimage.zoom((seg == 2).astype(float), 2, order=1, mode="nearest", grid_mode=True)  # skimage's resize
+    assert hot.shape == (2, 8, 12, 12) and not hot[0].any()
+    np.testing.assert_array_equal(hot[1], resized >= 0.5)  # resize_segmentation: each label's mask, >= 0.5
