@@ -5,7 +5,7 @@ DEV := .venv-dev
 SAMPLES := tests/data/flare21/imagesTr
 DEMO_OUT := demo_output
 
-.PHONY: venv venv-dev venv-eval dicom-tools demo test test-fast container container-test bench help
+.PHONY: venv venv-dev venv-nnunet venv-eval dicom-tools demo test test-fast container container-test bench help
 help:
 	@echo "make demo            set up .venv (runtime + eval/preview extras), segment the bundled scans -> $(DEMO_OUT)/"
 	@echo "make test            set up .venv-dev (runtime + training + test tools) and run the whole test suite"
@@ -32,6 +32,15 @@ $(DEV)/.stamp: requirements.txt requirements-train.txt requirements-cohort.txt r
 	$(DEV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 venv-dev: $(DEV)/.stamp
+
+# nnU-Net v2 for importing its model folders (abdoseg import-nnunet) and remaking tests/data/nnunet/: its own venv,
+# beside the dev one.
+NNUNET := .venv-nnunet
+$(NNUNET)/.stamp: requirements.txt requirements-nnunet.txt
+	$(PYTHON) -m venv $(NNUNET)
+	$(NNUNET)/bin/pip install -q --disable-pip-version-check -r requirements-nnunet.txt
+	touch $@
+venv-nnunet: $(NNUNET)/.stamp
 
 demo: venv venv-eval
 	rm -rf $(DEMO_OUT)

@@ -45,6 +45,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                               "export the fine network to ONNX (network + ArgMax), parity-checked"),
     "quantize-fine": Subcommand("abdoseg.training.fine.quantize", (), "train",
                                 "INT8 copy of the fine graph, kept only behind the coarse card's gate"),
+    "import-nnunet": Subcommand("abdoseg.importers.nnunet.cli", (), "nnunet",
+                                "import an nnU-Net v2 model folder: ONNX per fold + card, parity-checked"),
 }
 
 
