@@ -134,7 +134,6 @@ def test_an_output_never_replaces_the_scan_given(tmp_path, toy_card_path, capsys
     assert scan.read_bytes() == before
 
 
-@pytest.mark.slow
 def test_one_series_folder_without_preamble_and_nested(tmp_path, toy_card_path, capsys):
     series = tmp_path / "exam"
     for k, f in enumerate(sorted(CT3.iterdir())):
