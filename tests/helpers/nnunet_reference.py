@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import warnings
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -133,8 +134,7 @@ def nnunet_labels(folder: Path, scan: Path, folds, mirroring: bool, prev_stage: 
                                 perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
                                 verbose_preprocessing=False, allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(folder), tuple(folds), "checkpoint_final.pth")
-    out_dir = Path(scan).parent / f"nnunet_{folder.name}_{int(mirroring)}"
-    out_dir.mkdir(exist_ok=True)
+    out_dir = Path(tempfile.mkdtemp(prefix=f"nnunet_{folder.name}_{int(mirroring)}_"))  # never beside the input
     seg_dir = None
     if prev_stage is not None:
         seg_dir = prev_stage.parent
