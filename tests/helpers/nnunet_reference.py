@@ -13,8 +13,8 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
