@@ -174,9 +174,9 @@ def _check_pixel_data(path: Path, ds, at: int, size: int) -> None:
     with open(path, "rb") as f:
         f.seek(at)
         head = f.read(12)
-    big_endian = not getattr(ds, "original_encoding", (None, True))[1]
-    order = ">" if big_endian else "<"
-    explicit = head[4:6] in _VRS
+    implicit, little_endian = getattr(ds, "original_encoding", (None, True))  # as pydicom read the dataset
+    order = "<" if little_endian else ">"
+    explicit = head[4:6] in _VRS if implicit is None else not implicit
     length = struct.unpack(order + "I", head[8:12] if explicit else head[4:8])[0] if len(head) >= 8 else 0
     start = at + (12 if explicit else 8)
     if length == _UNDEFINED_LENGTH:
