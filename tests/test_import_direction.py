@@ -57,8 +57,9 @@ def test_importing_every_inference_module_loads_no_training_or_evaluation_module
 
 
 def test_the_runtime_modules_import_without_torch():
-    """The CPU image has no torch (nor Ray, nor pydicom): only the fine stage's torch path (its preprocess, sliding
-    windows, slabs) needs torch; Ray and the DICOM writers load inside the functions that use them."""
+    """The CPU image has no torch (nor Ray): only the fine stage's torch path (its preprocess, sliding windows, slabs)
+    needs torch; Ray and pydicom (DICOM input and output only) load inside the functions that use them, so a run on
+    NIfTI files never pays for them."""
     modules = [m for m in _modules("inference") if m not in TORCH_ONLY]
     code = ("import importlib, sys\n"
             f"for m in {modules!r}:\n    importlib.import_module(m)\n"
