@@ -6,7 +6,7 @@ Order of `run` (each stage timed; same figures as the torch stage, abdoseg.infer
              air up to the network's divisor
   network    one forward of the whole crop: network + ArgMax in the graph → classes on the fine grid. The cobra
              network has BatchNorm only (no instance norm), so windows would be the same model up to their borders,
-             at 4-8× the work with the card's step 0.5 (docs/decisions.md)
+             at 3-5× the time with the card's patch and step 0.5 (measured: docs/decisions.md)
   cleanup    the card's component rules on the fine grid, with its true spacing (min_ml, near_mm in mm)
   resize     nearest, fine grid → the crop's full-resolution grid (the coarse stage's upsample convention)
   paste      crop labels into a background volume of the full grid
