@@ -124,8 +124,10 @@ def _resolved_configuration(plans: dict, configuration: str) -> dict:
     return {**_resolved_configuration(plans, parent), **entry} if parent else entry
 
 
-def nnunet_labels(folder: Path, scan: Path, folds, mirroring: bool, prev_stage: Path | None = None) -> np.ndarray:
-    """nnUNetPredictor (CPU) on one scan file: its label map in the scan's stored (z, y, x) order."""
+def nnunet_labels(folder: Path, scan: Path, folds, mirroring: bool, out_dir: Path,
+                  prev_stage: Path | None = None) -> np.ndarray:
+    """nnUNetPredictor (CPU) on one scan file: its label map in the scan's stored (z, y, x) order (written into
+    `out_dir`; `prev_stage`: the previous stage's label map of this scan, for a cascade)."""
     import SimpleITK as sitk
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor

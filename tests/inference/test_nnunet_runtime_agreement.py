@@ -57,6 +57,6 @@ def test_labels_agree_with_nnunet(tmp_path, configuration, tta):
     card = import_card(folder, tmp_path / "cards" / configuration)
     predictor = Predictor.load(card, runtime="openvino", threads=2, tta=tta)
     for scan in _scans(tmp_path):
-        theirs = nnunet_labels(folder, scan, folds, mirroring=tta)
+        theirs = nnunet_labels(folder, scan, folds, tta, tmp_path / "nnunet" / scan.parent.name)
         ours = predictor.segment_image(sitk.ReadImage(str(scan)))
         _assert_agree(ours, theirs, f"{configuration} {scan.parent.name}/{scan.name} tta={tta}")
