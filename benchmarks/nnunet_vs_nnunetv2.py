@@ -55,22 +55,25 @@ def main() -> int:
     env = dict(os.environ, OMP_NUM_THREADS=threads, nnUNet_def_n_proc="1", nnUNet_n_proc_DA="1",
                nnUNet_results=str(args.work / "results"), nnUNet_raw=str(args.work), nnUNet_preprocessed=str(args.work))
     bin_dir = Path(sys.executable).parent
-    print("| scan | nnUNetv2_predict s | abdoseg s | ratio | nnU-Net peak MB | abdoseg peak MB | ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print("| scan | nnUNetv2_predict s | abdoseg s | ratio | nnU-Net peak MB | abdoseg peak MB | ratio "
+          "| abdoseg stages s |")
+    print("|---|---|---|---|---|---|---|---|")
     for scan in args.scans:
         case_in = args.work / "in" / scan.stem.split(".")[0]
         shutil.rmtree(case_in, ignore_errors=True)
         case_in.mkdir(parents=True)
         os.symlink(scan.resolve(), case_in / scan.name)
         ours = [sys.executable, "-m", "abdoseg", "predict", "-i", str(case_in), "-o", str(args.work / "out_abdoseg"),
-                "--card", str(card), "--threads", threads, "--device", "cpu"]
+                "--card", str(card), "--threads", threads, "--device", "cpu", "--log", str(args.work / "abdoseg.jsonl")]
         theirs = [str(bin_dir / "nnUNetv2_predict"), "-i", str(case_in), "-o", str(args.work / "out_nnunet"),
                   "-d", DATASET, "-tr", "nnUNetTrainer", "-p", plans["plans_name"], "-c", "3d_fullres",
                   "-f", "0", "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"]
         t_ours, m_ours = _fresh_rss(ours, env)
         t_theirs, m_theirs = _fresh_rss(theirs, env)
+        stages = json.loads((args.work / "abdoseg.jsonl").read_text().splitlines()[-1])["seconds"]
         print(f"| {scan.name} | {t_theirs:.1f} | {t_ours:.1f} | {t_ours / t_theirs:.3f} | {m_theirs:.0f} | "
-              f"{m_ours:.0f} | {m_ours / m_theirs:.2f} |", flush=True)
+              f"{m_ours:.0f} | {m_ours / m_theirs:.2f} | {' '.join(f'{k} {v:.1f}' for k, v in stages.items())} |",
+              flush=True)
     return 0
 
 

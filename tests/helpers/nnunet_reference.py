@@ -64,7 +64,9 @@ def import_card(folder: Path, out: Path, previous_stage: Path | None = None) -> 
         cmd = [sys.executable, "-m", "abdoseg", "import-nnunet", str(folder), "--out", str(out)]
         if previous_stage is not None:
             cmd += ["--previous-stage", str(previous_stage)]
-        subprocess.run(cmd, check=True)
+        root = Path(__file__).resolve().parents[2]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+        subprocess.run(cmd, check=True, env=env)
         return out.with_suffix(".json")
     return _contract_card(Path(folder), out, previous_stage)
 

@@ -134,7 +134,8 @@ class NnunetPredictor:
             raise ModelLoadError("no sessions: build the predictor with NnunetPredictor.load")
         return self._models
 
-    def segment(self, image: np.ndarray, spacing: tuple[float, float, float], clock: Timings | None = None) -> np.ndarray:
+    def segment(self, image: np.ndarray, spacing: tuple[float, float, float],
+                clock: Timings | None = None) -> np.ndarray:
         """uint8 labels for a (z, y, x) array as stored with its (z, y, x) spacing; `clock` (e.g. the pipeline's
         StageClock) gets the steps' seconds and figures."""
         model, coarse = self.models
