@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for the outputs (created if missing); for a single input also a file name ending "
                    "in .nii.gz: the label map is written exactly there")
     p.add_argument("--model", type=Path, default=None,
-                   help="ONNX file (default: the one the card names, beside the card)")
+                   help="ONNX file (default: the one the card names, beside the card), or an nnU-Net v2 model "
+                   "folder (TRAINER__PLANS__CONFIGURATION), imported once into the cache (needs abdoseg[nnunet])")
     p.add_argument("--card", default=DEFAULT_CARD,
                    help="model card JSON, a shipped card's name (flare21: the INT8 network, the default; "
                    "flare21-fp32: the same in fp32; flare21-fine: the INT8 network, then the fine stage on the "
@@ -96,6 +97,16 @@ def resolve_device(requested: str, fine_weights: Path | None = None, labelset: s
         return "cpu", ""
     reason = fine_verdict_at(weights, labelset)
     return ("cpu", f"fine stage not used: {reason}") if reason else ("cuda", "")
+
+
+def _imported_card(folder: Path) -> Path:
+    """The card of an nnU-Net model folder, imported on first use (abdoseg.importers.nnunet.cached_import)."""
+    try:
+        from abdoseg.importers.nnunet import cached_import
+    except ImportError as e:
+        raise ImportError(f"{folder}: an nnU-Net model folder needs the importer: pip install 'abdoseg[nnunet]' "
+                          f"({e})") from e
+    return cached_import(folder)
 
 
 def _is_nnunet_card(spec: str) -> bool:
@@ -168,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
     from abdoseg.inference.pipeline import Predictor, StageClock
 
     threads = args.threads or usable_cpus()
+    if args.model is not None and args.model.is_dir():  # an nnU-Net model folder: its card from the cache
+        args.card, args.model = str(_imported_card(args.model)), None
     if _is_nnunet_card(args.card):  # its own runner: CUDA through onnxruntime's provider, no fine stage
         from abdoseg.inference.nnunet.predictor import resolve_nnunet_device
 

@@ -224,3 +224,17 @@ def test_cascade_feeds_the_coarse_labels_one_hot(tmp_path):
     resized = ndimage.zoom((seg == 2).astype(float), 2, order=1, mode="nearest", grid_mode=True)  # skimage's resize
     assert hot.shape == (2, 8, 12, 12) and not hot[0].any()
     np.testing.assert_array_equal(hot[1], resized >= 0.5)  # resize_segmentation: each label's mask, >= 0.5
+
+
+def test_model_folder_without_the_importer_is_one_line(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from abdoseg.inference.cli import main
+
+    monkeypatch.setitem(sys.modules, "abdoseg.importers.nnunet", None)  # as in the runtime image: no torch
+    (tmp_path / "in").mkdir()
+    folder = tmp_path / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    folder.mkdir()
+    code = main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(folder)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "needs the importer" in err[0] and str(folder) in err[0]
