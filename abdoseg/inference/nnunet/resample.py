@@ -22,6 +22,7 @@ from abdoseg.inference.nnunet.card import Resampling
 
 ANISO_THRESHOLD = 3.0  # nnunetv2.configuration.ANISO_THRESHOLD
 _BAND_CHUNK = 1 << 20  # band voxels interpolated at a time (bounds the gathered scores' memory)
+_SLAB = 16  # output slices whose band is found at a time
 
 
 def compute_new_shape(shape: Sequence[int], spacing: Sequence[float], new_spacing: Sequence[float]) -> tuple[int, ...]:
@@ -168,12 +169,14 @@ def labels_from_scores(scores: np.ndarray, out_shape: Sequence[int], taps: list[
     for offset in np.ndindex(*(2 if t.linear else 1 for t in taps)):
         if any(offset):
             mixed |= low_labels[_shifted(low_labels, offset)] != low_labels
-    index = np.ix_(*(t.low for t in taps))
-    labels = low_labels[index]
-    band = np.nonzero(mixed[index])
-    for first in range(0, band[0].size, _BAND_CHUNK):
-        where = tuple(b[first:first + _BAND_CHUNK] for b in band)
-        labels[where] = _interpolated_argmax(scores, where, taps)
+    labels = np.empty(tuple(out_shape), np.uint8)
+    for z0 in range(0, labels.shape[0], _SLAB):  # slab by slab: the band's indices stay small
+        index = np.ix_(taps[0].low[z0:z0 + _SLAB], *(t.low for t in taps[1:]))
+        labels[z0:z0 + _SLAB] = low_labels[index]
+        band = np.nonzero(mixed[index])
+        for first in range(0, band[0].size, _BAND_CHUNK):
+            where = (band[0][first:first + _BAND_CHUNK] + z0, *(b[first:first + _BAND_CHUNK] for b in band[1:]))
+            labels[where] = _interpolated_argmax(scores, where, taps)
     return labels
 
 
