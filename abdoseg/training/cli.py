@@ -32,7 +32,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                    help="model-grid spacing in mm for --geometry spacing")
     p.add_argument("--max-minutes", type=float, default=None, help="wall-time budget; the run stops on its own")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                   help="cuda: a GPU (refused when torch sees none); auto: cuda when torch sees a GPU, else cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--flip-lr", type=float, default=0.0,
                    help="probability of a left/right flip per crop (default 0: flips make the network confuse "
@@ -120,23 +121,33 @@ def _checkpoint(init_from: Path, run_dir: Path) -> Path:
 
 
 def _run_train_2d(args: argparse.Namespace) -> int:
-    from abdoseg.training.slices.train import SliceTrainConfig, train_slices
+    from abdoseg.training.slices.train import SliceTrainConfig, resumed_config, train_slices
 
+    if args.resume:  # the run's own config; a new budget or thread count only
+        cfg = resumed_config(args.out, args.arch, args.max_minutes, args.threads)
+        best = train_slices(cfg, args.out, resume=True)
+        logging.getLogger("training").info("best epoch %s: mean organ Dice %.4f", best.get("epoch"), best["val_mean_dice"])
+        return 0
     cfg = SliceTrainConfig(
         data=str(args.data.resolve()), arch=args.arch, width=args.width, slice_size=tuple(args.slice_size),
         batch_size=args.batch_size, crop=None if args.slice_crop is None else tuple(args.slice_crop), steps=args.steps,
         steps_per_epoch=args.steps_per_epoch, max_minutes=args.max_minutes, seed=args.seed, threads=args.threads,
-        slices_per_run=args.slices_per_run)
+        slices_per_run=args.slices_per_run, device=args.device)
     best = train_slices(cfg, args.out)
     logging.getLogger("training").info("best epoch %s: mean organ Dice %.4f", best.get("epoch"), best["val_mean_dice"])
     return 0
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    if args.resume:  # a run folder resumes only as the architecture it trains
+        from abdoseg.training.slices.train import check_resume
+
+        check_resume(args.out, args.arch)
     if args.arch != "cobra":
         return _run_train_2d(args)
     from abdoseg.inference.card import Geometry
     from abdoseg.training.augment import AugmentConfig
+    from abdoseg.training.device import resolve_device
     from abdoseg.training.synthesis import SynthConfig
     from abdoseg.training.train import TrainConfig, train
 
@@ -159,7 +170,7 @@ def _run_train(args: argparse.Namespace) -> int:
             data=str(args.data.resolve()), geometry=geometry, folds=args.folds, fold=args.fold,
             epochs=args.epochs or 60,
             iters_per_epoch=args.iters_per_epoch, batch_size=args.batch_size or 2, crop=tuple(args.crop), val_crops=tuple(args.val_crops), lr=args.lr,
-            ce_weight=args.ce_weight, max_minutes=args.max_minutes, seed=args.seed, device=args.device,
+            ce_weight=args.ce_weight, max_minutes=args.max_minutes, seed=args.seed, device=resolve_device(args.device),
             threads=args.threads, augment=AugmentConfig(flip_lr=args.flip_lr, slab_p=args.slab_p),
             init_from=None if args.init_from is None else str(_checkpoint(args.init_from, args.out)),
             freeze_norm=args.freeze_norm, labelset=args.labelset,

@@ -123,7 +123,7 @@ class Intensity:
         return (Window(level=(lo + hi) / 2, width=hi - lo),), ZScore(self.mean, self.std)
 
     @classmethod
-    def from_card(cls, windows: tuple[Window, ...], zscore: ZScore | None) -> "Intensity":
+    def from_card(cls, windows: tuple[Window, ...], zscore: ZScore | None) -> Intensity:
         """The normalisation a card's `windows` and `zscore` describe (the clip range read from its window)."""
         if zscore is None:
             return cls(windows=tuple(windows))
@@ -131,7 +131,7 @@ class Intensity:
         return cls(clip=(w.low, w.high), mean=zscore.mean, std=zscore.std)
 
     @classmethod
-    def ct_zscore(cls, volumes: list[SliceVolume]) -> "Intensity":
+    def ct_zscore(cls, volumes: list[SliceVolume]) -> Intensity:
         """nnU-Net's CT normalisation with the statistics of the volumes' foreground voxels."""
         fg = np.concatenate([v.hu[v.labels > 0].ravel() for v in volumes])
         if fg.size == 0:

@@ -7,8 +7,8 @@ stated assumptions (`notes`).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -64,12 +64,12 @@ class Recipe2D:
         """Learning rate once the share `done` (0..1) of the run's steps or time is spent."""
         return self.lr if self.poly_power is None else self.lr * max(0.0, 1 - done) ** self.poly_power
 
-    def loss_fn(self, n_classes: int = N_SLICE_CLASSES) -> "DeepSupervisionLoss":
+    def loss_fn(self, n_classes: int = N_SLICE_CLASSES) -> DeepSupervisionLoss:
         """The recipe's loss over all deep-supervision outputs."""
         if self.loss == "dice_ce":  # soft Dice over the foreground classes (nnU-Net: do_bg=False) + CE
             base: Callable = DiceCELoss(np.r_[0.0, np.full(n_classes - 1, 1 / (n_classes - 1))], ce_weight=1.0)
         elif self.loss == "ce":
-            base = lambda logits, target: F.cross_entropy(logits.float(), target)  # noqa: E731
+            base = lambda logits, target: F.cross_entropy(logits.float(), target)
         else:
             raise ValueError(f"{self.arch}: unknown loss {self.loss!r}")
         return DeepSupervisionLoss(base, self.ds_weights)

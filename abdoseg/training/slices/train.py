@@ -5,7 +5,9 @@ deep-supervision weights, foreground forcing, crops, intensity) on axial slices 
 (abdoseg.training.slices.data: the inference slice graph's in-plane resample). An epoch is `steps_per_epoch` steps, then
 a validation of the same scans' organ-bearing slices (hard Dice per organ on the slice grid). The schedule runs
 over `steps`, or over `max_minutes` when that budget ends first. Every epoch appends one JSON line to
-`train_log.jsonl` and writes `last.pt`; `best.pt` keeps the epoch with the best mean organ Dice.
+`train_log.jsonl` and writes `last.pt`, which holds everything a resumed run needs to continue as the run would have
+(network, optimiser, gradient scaler, step, best record, elapsed time, the sampler's and torch's random states);
+`best.pt` keeps the epoch with the best mean organ Dice. The run trains on `device` (abdoseg.training.device).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ import torch
 
 from abdoseg.inference.labels import label_map
 from abdoseg.training.data import find_cases
+from abdoseg.training.device import DEVICES, resolve_device
 from abdoseg.training.slices.data import N_SLICE_CLASSES, Intensity, SliceSampler, SliceVolume, load_slice_volumes
 from abdoseg.training.slices.recipes import RECIPES, Recipe2D, RecipeStepper, build_for
 from abdoseg.training.train import dice_scores
@@ -45,6 +48,7 @@ class SliceTrainConfig:
     seed: int = 0
     threads: int | None = None
     slices_per_run: int | None = None  # inference: slices per network run in the card (None: inference_batch)
+    device: str = "cpu"  # cpu | cuda | auto (resolved when the run starts: abdoseg.training.device)
     kind: str = "slices"
 
     def __post_init__(self) -> None:
@@ -52,6 +56,8 @@ class SliceTrainConfig:
             raise ValueError(f"--arch {self.arch!r} has no 2D recipe; known: {', '.join(RECIPES)}")
         if self.width <= 0 or self.steps < 1 or self.steps_per_epoch < 1 or (self.slices_per_run or 1) < 1:
             raise ValueError("width must be > 0; steps, steps per epoch and slices per run >= 1")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
 
     @property
     def inference_batch(self) -> int:
@@ -79,7 +85,7 @@ class SliceTrainConfig:
         return json.dumps(asdict(self), indent=2) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "SliceTrainConfig":
+    def from_json(cls, text: str) -> SliceTrainConfig:
         d = json.loads(text)
         d["slice_size"] = tuple(d["slice_size"])
         d["crop"] = None if d.get("crop") is None else tuple(d["crop"])
@@ -93,14 +99,16 @@ def is_slice_run(run_dir: Path) -> bool:
 
 
 def predict_slices(model: torch.nn.Module, intensity: Intensity, hu: np.ndarray, batch: int = 8) -> np.ndarray:
-    """Classes [n,H,W] uint8 of HU slices [n,H,W] by the torch network (eval mode, full-resolution output)."""
+    """Classes [n,H,W] uint8 of HU slices [n,H,W] by the torch network (eval mode, full-resolution output), on the
+    network's device."""
     model.eval()
+    device = next(model.parameters()).device
     out = []
     with torch.no_grad():
         for b in range(0, len(hu), batch):
-            logits = model(intensity(torch.from_numpy(np.ascontiguousarray(hu[b:b + batch]))))
+            logits = model(intensity(torch.from_numpy(np.ascontiguousarray(hu[b:b + batch])).to(device)))
             logits = logits[0] if isinstance(logits, (list, tuple)) else logits
-            out.append(logits.argmax(1).to(torch.uint8).numpy())
+            out.append(logits.argmax(1).to(torch.uint8).cpu().numpy())
     return np.concatenate(out)
 
 
@@ -133,43 +141,125 @@ def _setup(cfg: SliceTrainConfig, run_dir: Path) -> tuple[list[SliceVolume], Int
     return volumes, intensity, cfg.build(intensity.n_channels)
 
 
-def train_slices(cfg: SliceTrainConfig, run_dir: Path) -> dict:
-    """Train a 2D run into `run_dir`; returns the best epoch's record."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG).write_text(cfg.to_json())
+@dataclass
+class _Run:
+    """What a 2D run updates and `last.pt` holds."""
+
+    cfg: SliceTrainConfig
+    stepper: RecipeStepper
+    sampler: SliceSampler
+    extra: dict  # intensity and parameter count, in every checkpoint (export reads them from best.pt)
+    step: int = 0
+    epoch: int = 0
+    best: dict = field(default_factory=lambda: {"val_mean_dice": -1.0})
+    elapsed_s: float = 0.0
+
+    def model_state(self, record: dict) -> dict:
+        return {"arch": self.cfg.arch, "model": self.stepper.model.state_dict(), "epoch": self.epoch,
+                "record": record, **self.extra}
+
+    def save_last(self, record: dict, path: Path) -> None:
+        cuda = self.stepper.device.startswith("cuda")
+        _save({**self.model_state(record), "optimizer": self.stepper.optimizer.state_dict(),
+               "scaler": self.stepper.scaler.state_dict(), "step": self.step, "best": self.best,
+               "elapsed_s": self.elapsed_s, "sampler_rng": self.sampler.rng.bit_generator.state,
+               "torch_rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if cuda else None}, path)
+
+    def load_last(self, path: Path) -> None:
+        """Continue from `path` (a ValueError naming it if it is missing or holds another architecture's run)."""
+        if not path.is_file():
+            raise ValueError(f"{path}: no checkpoint to resume from")
+        state = torch.load(path, map_location="cpu", weights_only=False)  # RNG states must stay CPU tensors
+        if state.get("arch") != self.cfg.arch or "optimizer" not in state:
+            held = state.get("arch") or "no resumable 2D run"
+            raise ValueError(f"{path}: a checkpoint of {held}, not of --arch {self.cfg.arch}: cannot resume it")
+        self.stepper.model.load_state_dict(state["model"])
+        self.stepper.optimizer.load_state_dict(state["optimizer"])
+        if state["scaler"]:  # a disabled scaler (no fp16) saves nothing
+            self.stepper.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch, self.best, self.elapsed_s = state["step"], state["epoch"], state["best"], state["elapsed_s"]
+        self.sampler.rng.bit_generator.state = state["sampler_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and self.stepper.device.startswith("cuda"):
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        log.info("resumed from %s at step %d, epoch %d (%.1f min trained)", path, self.step, self.epoch,
+                 self.elapsed_s / 60)
+
+
+def _start(cfg: SliceTrainConfig, run_dir: Path, resume: bool) -> tuple[_Run, list[SliceVolume], Intensity]:
+    """The run's parts on its device: fresh (config.json written), or as `last.pt` left them."""
+    device = resolve_device(cfg.device)  # before any work: `cuda` without a GPU is refused here
+    if not resume:
+        (run_dir / CONFIG).write_text(cfg.to_json())
     volumes, intensity, model = _setup(cfg, run_dir)
     sampler = SliceSampler(volumes, cfg.batch_size or cfg.recipe.batch_size, cfg.recipe.foreground_fraction,
                            cfg.training_crop(), cfg.seed)
-    stepper, picks = RecipeStepper(cfg.recipe, model, intensity), validation_slices(volumes)
     extra = {"intensity": asdict(intensity), "parameters": sum(p.numel() for p in model.parameters())}
-    log.info("%s (seed %s) width %s: %d parameters, %s", cfg.arch, cfg.recipe.seed, cfg.width, extra["parameters"],
-             cfg.recipe.notes)
-    start, step, epoch, best = time.perf_counter(), 0, 0, {"val_mean_dice": -1.0}
+    run = _Run(cfg, RecipeStepper(cfg.recipe, model, intensity, device), sampler, extra)
+    if resume:
+        run.load_last(run_dir / "last.pt")
+    log.info("%s (seed %s) width %s on %s: %d parameters, %s", cfg.arch, cfg.recipe.seed, cfg.width, device,
+             extra["parameters"], cfg.recipe.notes)
+    return run, volumes, intensity
+
+
+def train_slices(cfg: SliceTrainConfig, run_dir: Path, resume: bool = False) -> dict:
+    """Train a 2D run into `run_dir` (with `resume`: continue it from `run_dir/last.pt`); returns the best
+    epoch's record."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run, volumes, intensity = _start(cfg, run_dir, resume)
+    stepper, sampler, model, picks = run.stepper, run.sampler, run.stepper.model, validation_slices(volumes)
+    start = time.perf_counter() - run.elapsed_s
     budget_s = math.inf if cfg.max_minutes is None else cfg.max_minutes * 60
-    while step < cfg.steps and time.perf_counter() - start < budget_s:
+    while run.step < cfg.steps and time.perf_counter() - start < budget_s:
         losses = []
         for _ in range(cfg.steps_per_epoch):
             elapsed = time.perf_counter() - start
-            if step >= cfg.steps or elapsed >= budget_s:
+            if run.step >= cfg.steps or elapsed >= budget_s:
                 break
-            losses.append(stepper.step(*sampler.batch(), max(step / cfg.steps, elapsed / budget_s)))
-            step += 1
-        epoch += 1
-        record = {"epoch": epoch, "steps": len(losses), "total_steps": step, "loss": round(float(np.mean(losses)), 5),
-                  "lr": stepper.optimizer.param_groups[0]["lr"], **validate(model, intensity, volumes, picks),
-                  "elapsed_min": round((time.perf_counter() - start) / 60, 3)}
+            losses.append(stepper.step(*sampler.batch(), max(run.step / cfg.steps, elapsed / budget_s)))
+            run.step += 1
+        run.epoch += 1
+        record = {"epoch": run.epoch, "steps": len(losses), "total_steps": run.step,
+                  "loss": round(float(np.mean(losses)), 5), "lr": stepper.optimizer.param_groups[0]["lr"],
+                  **validate(model, intensity, volumes, picks), "elapsed_min": round((time.perf_counter() - start) / 60, 3)}
         model.train()
-        state = {"model": model.state_dict(), "epoch": epoch, "record": record, **extra}
-        _save(state, run_dir / "last.pt")
-        if record["val_mean_dice"] > best["val_mean_dice"]:
-            best = record
-            _save(state, run_dir / "best.pt")
+        run.elapsed_s = time.perf_counter() - start
+        if record["val_mean_dice"] > run.best["val_mean_dice"]:
+            run.best = record
+            _save(run.model_state(record), run_dir / "best.pt")
+        run.save_last(record, run_dir / "last.pt")
         with open(run_dir / "train_log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
-        log.info("epoch %d: %d steps, loss %.4f, mean organ Dice %.4f %s (%.1f min)", epoch, step, record["loss"],
-                 record["val_mean_dice"], record["val_dice"], record["elapsed_min"])
-    return best
+        log.info("epoch %d: %d steps, loss %.4f, mean organ Dice %.4f %s (%.1f min)", run.epoch, run.step,
+                 record["loss"], record["val_mean_dice"], record["val_dice"], record["elapsed_min"])
+    return run.best
+
+
+def run_architecture(run_dir: Path) -> str | None:
+    """The architecture a run folder trains: a 2D `arch`, "cobra" (the whole-scan network), None without config.json."""
+    path = Path(run_dir) / CONFIG
+    return (json.loads(path.read_text()).get("arch") if is_slice_run(run_dir) else "cobra") if path.is_file() else None
+
+
+def check_resume(run_dir: Path, arch: str) -> None:
+    """Refuse (ValueError, one line) to resume the run in `run_dir` as another architecture than its own."""
+    held = run_architecture(run_dir)
+    if held is None:
+        raise ValueError(f"{Path(run_dir) / CONFIG}: --resume needs the run's config.json")
+    if held != arch:
+        raise ValueError(f"{Path(run_dir)}: a run of --arch {held}, not of --arch {arch}: cannot resume it as {arch}")
+
+
+def resumed_config(run_dir: Path, arch: str, max_minutes: float | None = None,
+                   threads: int | None = None) -> SliceTrainConfig:
+    """The config of the 2D run in `run_dir`, resumed as `arch` (refused if it is another architecture's run);
+    a new time budget or thread count may be given, nothing that changes the maths."""
+    check_resume(run_dir, arch)
+    cfg = SliceTrainConfig.from_json((Path(run_dir) / CONFIG).read_text())
+    changes = {k: v for k, v in (("max_minutes", max_minutes), ("threads", threads)) if v is not None}
+    return replace(cfg, **changes)
 
 
 def _save(state: dict, path: Path) -> None:
