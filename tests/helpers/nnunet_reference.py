@@ -34,10 +34,12 @@ def _network(plans: dict, dataset: dict, configuration: str):
     return nnUNetTrainer.build_network_architecture(manager, config, n_in, n_out, enable_deep_supervision=False)
 
 
-def random_model_folder(out: Path, plans: dict, dataset: dict, configuration: str, folds=(0,),
-                        mirror_axes=(0, 1, 2)) -> Path:
-    """Write TRAINER__PLANS__CONFIGURATION/ under `out` with seeded random weights per fold; return its path."""
+def random_model_folder(out: Path, plans: dict, dataset: dict, configuration: str, folds=(0,)) -> Path:
+    """Write TRAINER__PLANS__CONFIGURATION/ under `out` with seeded random weights per fold; return its path. The
+    mirroring axes are nnUNetTrainer's: every spatial axis of the patch."""
     import torch
+
+    mirror_axes = (0, 1) if configuration == "2d" else (0, 1, 2)
 
     folder = Path(out) / f"{TRAINER}__{plans['plans_name']}__{configuration}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,9 @@ def test_band_argmax_equals_full_resize(spacing_low, spacing_out, low, out):
     assert labels.shape == tuple(out)
     assert len(np.unique(expected)) > 1
     assert (labels == expected).mean() > 0.9999  # float32 sums in another order may flip an exact tie
+    noisy = rng.normal(size=(4, *low)).astype(np.float32)  # labels changing everywhere: the dense path
+    np.testing.assert_array_equal(labels_from_scores(noisy, out, taps) == _full_resize_argmax(noisy, out, spacing_low,
+                                                                                              spacing_out), True)
 
 
 def test_separate_axis_follows_nnunet():

@@ -23,6 +23,7 @@ from abdoseg.inference.nnunet.card import Resampling
 ANISO_THRESHOLD = 3.0  # nnunetv2.configuration.ANISO_THRESHOLD
 _BAND_CHUNK = 1 << 20  # band voxels interpolated at a time (bounds the gathered scores' memory)
 _SLAB = 16  # output slices whose band is found at a time
+_DENSE_BAND = 0.2  # above this share of a slab in the band, resizing every class axis by axis is cheaper
 
 
 def compute_new_shape(shape: Sequence[int], spacing: Sequence[float], new_spacing: Sequence[float]) -> tuple[int, ...]:
@@ -173,7 +174,11 @@ def labels_from_scores(scores: np.ndarray, out_shape: Sequence[int], taps: list[
     for z0 in range(0, labels.shape[0], _SLAB):  # slab by slab: the band's indices stay small
         index = np.ix_(taps[0].low[z0:z0 + _SLAB], *(t.low for t in taps[1:]))
         labels[z0:z0 + _SLAB] = low_labels[index]
-        band = np.nonzero(mixed[index])
+        band_mask = mixed[index]
+        if band_mask.mean() > _DENSE_BAND:  # labels change almost everywhere: resize every class, slab-wise
+            labels[z0:z0 + _SLAB] = _resized_argmax(scores, taps, slice(z0, z0 + _SLAB))
+            continue
+        band = np.nonzero(band_mask)
         for first in range(0, band[0].size, _BAND_CHUNK):
             where = (band[0][first:first + _BAND_CHUNK] + z0, *(b[first:first + _BAND_CHUNK] for b in band[1:]))
             labels[where] = _interpolated_argmax(scores, where, taps)
@@ -183,6 +188,29 @@ def labels_from_scores(scores: np.ndarray, out_shape: Sequence[int], taps: list[
 def _shifted(a: np.ndarray, offset: Sequence[int]) -> tuple[slice | np.ndarray, ...]:
     """Index of `a` shifted by +offset along each axis, the last plane repeated (edge)."""
     return np.ix_(*(np.minimum(np.arange(n) + o, n - 1) for n, o in zip(a.shape, offset)))
+
+
+def _resized_argmax(scores: np.ndarray, taps: list[AxisTaps], zs: slice) -> np.ndarray:
+    """The arg-max of every class's scores resized (axis by axis: linear taps are separable) for output slices `zs`."""
+    best, label = None, None
+    for c in range(scores.shape[0]):
+        value = scores[c]
+        for axis, t in enumerate(taps):
+            low, high, w = (t.low[zs], t.high[zs], t.weight[zs]) if axis == 0 else (t.low, t.high, t.weight)
+            resized = np.take(value, low, axis=axis)
+            if t.linear:
+                shape = [1] * value.ndim
+                shape[axis] = -1
+                w = w.reshape(shape)
+                resized = resized * (1 - w) + np.take(value, high, axis=axis) * w
+            value = resized
+        if best is None:
+            best, label = value, np.zeros(value.shape, np.uint8)
+        else:
+            better = value > best
+            best = np.where(better, value, best)
+            label[better] = c
+    return label
 
 
 def _interpolated_argmax(scores: np.ndarray, where: tuple[np.ndarray, ...], taps: list[AxisTaps]) -> np.ndarray:
