@@ -22,7 +22,7 @@ FULLRES = model_folder("3d_fullres")
 
 @pytest.fixture(scope="module")
 def fullres_card(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cards") / "tiny"
+    out = tmp_path_factory.mktemp("cards") / "tiny_3d_fullres"
     return json.loads(import_model_folder(FULLRES, out).read_text()), out.parent
 
 

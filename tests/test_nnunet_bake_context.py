@@ -15,7 +15,7 @@ def test_the_context_carries_imported_cards():
 def test_the_card_argument_sets_the_default_card_and_warms_it_up():
     dockerfile = (ROOT / "Dockerfile").read_text()
     final = dockerfile[dockerfile.rindex("\nFROM "):]  # the runtime image's stage
-    assert re.search(r"^ARG CARD=$", final, re.M)
-    assert re.search(r"^ENV ABDOSEG_CARD=\$\{CARD:\+/workspace/\$CARD\}$", final, re.M)
+    assert re.search(r"^ARG CARD=$", final, re.MULTILINE)
+    assert re.search(r"^ENV ABDOSEG_CARD=\$\{CARD:\+/workspace/\$CARD\}$", final, re.MULTILINE)
     assert 'predict --warmup --card "/workspace/$CARD"' in final
     assert "ABDOSEG_CARD:+" in (ROOT / "predict.sh").read_text()  # predict.sh passes it on as --card
