@@ -142,10 +142,11 @@ def test_broken_folders_are_refused_naming_the_file(tmp_path, problem, match):
         plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"] = [8, 16, 32, 64]
         (folder / "plans.json").write_text(json.dumps(plans))
     elif problem == "checkpoint":
-        (folder / "fold_0" / "checkpoint_final.pth").write_bytes(b"not a checkpoint")
+        (folder / "fold_1" / "checkpoint_final.pth").write_bytes(b"not a checkpoint")  # after fold 0's export
     with pytest.raises(ImportRefused, match=match) as e:
         import_model_folder(folder, tmp_path / "out" / "x", folds)
     assert "\n" not in str(e.value) and str(tmp_path) in str(e.value)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())  # nothing left behind
 
 
 @pytest.mark.slow

@@ -49,30 +49,41 @@ def _export_fold(folder: ModelFolder, fold: int, onnx_path: Path) -> tuple[str, 
     if not diff <= tolerance:
         raise ImportRefused(f"{folder.checkpoint(fold)}: ONNX and torch logits differ by {diff:.3g} "
                             f"(tolerance {tolerance:.3g}); nothing written")
-    write_atomically(onnx_path, graph)
-    log.info("fold %d: %s, |onnx - torch| = %.3g (largest |logit| %.3g)", fold, onnx_path.name, diff, largest)
+    onnx_path.write_bytes(graph)
+    log.info("fold %d: |onnx - torch| = %.3g (largest |logit| %.3g)", fold, diff, largest)
     return sha256(folder.checkpoint(fold)), mirror_axes(checkpoint), {
         "max_abs_logit_diff": diff, "tolerance": tolerance, "fold": fold, "max_abs_logit": largest}
 
 
 def import_model_folder(path: Path, out: Path, folds: tuple[int, ...] | None = None,
                         previous_stage: Path | None = None) -> Path:
-    """Import the model folder at `path` as the card `out`.json beside `out`.fold_<k>.onnx; returns the card's path."""
+    """Import the model folder at `path` as the card `out`.json beside `out`.fold_<k>.onnx; returns the card's path.
+
+    Every fold is exported to a temporary file and checked first; only then are the ONNX files renamed into place
+    and the card written, so a refused import leaves nothing behind."""
     folder = read_model_folder(path, folds)
     out = Path(out)
     name = out.name.removesuffix(".json")
     card_path = out.with_name(f"{name}.json")
     card_path.parent.mkdir(parents=True, exist_ok=True)
     previous = _previous_stage(folder, card_path.parent, previous_stage)
-    hashes, onnx, axes, parity = {}, {}, {}, {}
-    for fold in folder.folds:
-        onnx[fold] = f"{name}.fold_{fold}.onnx"
-        hashes[fold], axes[fold], parity[fold] = _export_fold(folder, fold, card_path.parent / onnx[fold])
-    if len({tuple(a) for a in axes.values()}) > 1:
-        raise ImportRefused(f"{folder.path}: the folds allow different mirroring axes ({axes}); one card holds one")
+    onnx = {fold: f"{name}.fold_{fold}.onnx" for fold in folder.folds}
+    pending = {fold: card_path.with_name(f".{onnx[fold]}.{os.getpid()}.tmp") for fold in folder.folds}
+    try:
+        hashes, axes, parity = {}, {}, {}
+        for fold in folder.folds:
+            hashes[fold], axes[fold], parity[fold] = _export_fold(folder, fold, pending[fold])
+        if len({tuple(a) for a in axes.values()}) > 1:
+            raise ImportRefused(f"{folder.path}: the folds allow different mirroring axes ({axes}); "
+                                "one card holds one")
+        for fold, tmp in pending.items():
+            os.replace(tmp, card_path.with_name(onnx[fold]))
+    finally:
+        for tmp in pending.values():
+            tmp.unlink(missing_ok=True)
     worst = max(parity, key=lambda k: parity[k]["max_abs_logit_diff"] / parity[k]["tolerance"])
     exported = Exported(hashes, onnx, axes[folder.folds[0]], parity[worst])
     card = make_card(folder, name, network_shape(folder), exported, previous)
     write_atomically(card_path, (json.dumps(card, indent=2) + "\n").encode())
-    log.info("wrote %s (%s, folds %s)", card_path, folder.configuration, list(folder.folds))
+    log.info("wrote %s and %s (%s)", card_path, ", ".join(onnx.values()), folder.configuration)
     return card_path
