@@ -116,7 +116,9 @@ def _parameters(folder: Path) -> int:
     import torch
 
     weights = torch.load(folder / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    return sum(v.numel() for v in weights["network_weights"].values())
+    # nnU-Net's modules reach the same tensor by several names (decoder.encoder.*, all_modules.*): count each once
+    unique = {v.data_ptr(): v.numel() for v in weights["network_weights"].values()}
+    return sum(unique.values())
 
 
 if __name__ == "__main__":
