@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from abdoseg.inference.card import LocatorSpec, ModelCard, sha256_of
+from abdoseg.inference.labels import DEFAULT_LABELSET
 from abdoseg.inference.locate import coarse_slices, locator_input
 from abdoseg.training.long_scans import extend_arrays, filler_slices
 
@@ -147,6 +148,16 @@ def export_locator(net: LocatorNet, spec: LocatorSpec, card_path: Path, name: st
     return onnx_path
 
 
+def locator_file(card: ModelCard) -> str:
+    """The file a newly trained locator of `card` goes to: its present one when that was trained on the card's own
+    label set (provenance "labelset"; locators that do not record it are FLARE21's), else `<card name>_locator.onnx`:
+    the FLARE22 card borrows the FLARE21 cards' file, and a locator is never written over one trained for other organs."""
+    spec = card.locator
+    if spec is not None and spec.provenance.get("labelset", DEFAULT_LABELSET) == card.labelset:
+        return Path(spec.model_file).name  # relative to the card's folder (load_card makes it absolute)
+    return f"{card.name}_locator.onnx"
+
+
 def run(data_dir: Path, card_path: Path, steps: int, seed: int, threads: int | None, recipe: str | None) -> Path:
     """`python -m abdoseg train-locator`: train on a FLARE folder, export beside the card, record the recipe."""
     from abdoseg.training.data import find_cases, read_canonical
@@ -154,15 +165,16 @@ def run(data_dir: Path, card_path: Path, steps: int, seed: int, threads: int | N
     if threads:
         torch.set_num_threads(threads)
     card = ModelCard.from_dict(json.loads(Path(card_path).read_text()))
-    spec = card.locator or LocatorSpec(model_file="abdoseg_locator.onnx", sha256=None)
+    spec = dataclasses.replace(card.locator or LocatorSpec(model_file="", sha256=None),
+                               model_file=locator_file(card))
     cases = find_cases(Path(data_dir))
-    scans = [read_canonical(case) for case in cases]
+    scans = [read_canonical(case, labelset=card.labelset) for case in cases]  # the organs the card segments
     t0 = time.perf_counter()
     net, losses = train_locator(scans, spec, steps=steps, seed=seed)
-    provenance = {"recipe": recipe, "steps": steps, "seed": seed, "final_loss": round(float(np.mean(losses[-50:])), 5),
+    provenance = {"labelset": card.labelset, "recipe": recipe, "steps": steps, "seed": seed, "final_loss": round(float(np.mean(losses[-50:])), 5),
                   "training_wall_time_min": round((time.perf_counter() - t0) / 60, 2),
                   "parameters": int(sum(p.numel() for p in net.parameters())),
                   "training_data": [c.name for c in cases],
                   "augmentation": "random long variants (mirrored organ-free slices below/above, 0-1600 mm), "
                   "random cuts, organ-free-only scans, in-plane spacing x0.85-1.15, z spacing x0.8-1.25, shifts"}
-    return export_locator(net, spec, card_path, provenance=provenance)
+    return export_locator(net, spec, card_path, name=Path(spec.model_file).stem, provenance=provenance)

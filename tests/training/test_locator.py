@@ -68,3 +68,48 @@ def test_shipped_card_has_a_locator_whose_file_matches():
     assert sha256_of(card.locator.model_file) == card.locator.sha256
     recipe = json.loads(card_path("flare21-fp32").read_text())["locator"]["provenance"]["recipe"]
     assert recipe.startswith("python -m training train-locator")  # the command as recorded when it was trained
+
+
+def test_a_new_locator_never_goes_to_a_file_a_card_of_other_organs_uses():
+    from abdoseg.inference.card import WEIGHTS_DIR
+    from abdoseg.training.locator import locator_file
+
+    for name, expected in (("abdoseg_flare22", "abdoseg_flare22_locator.onnx"),  # shares the FLARE21 cards' file
+                           ("abdoseg_coarse", "abdoseg_locator.onnx")):  # the INT8 card shares it: same organs
+        card, _ = load_card(WEIGHTS_DIR / f"{name}.json")
+        assert locator_file(card) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("section", ["none", "shared"])
+def test_train_locator_reads_the_cards_label_set_and_writes_its_own_file(tmp_path, section):
+    """A FLARE22 card's locator trains on FLARE22 label maps (ids up to 13) and is written beside the card as
+    <card name>_locator.onnx, whether the card had no locator or shares the FLARE21 cards': never over theirs."""
+    import SimpleITK as sitk
+
+    from abdoseg.inference.card import WEIGHTS_DIR
+    from abdoseg.training.locator import run
+
+    hu, labels, _ = _scan(n=60, organs=range(30, 50))
+    labels[40:50] *= 11  # the stomach, a FLARE22-only label
+    for folder, array, name in (("imagesTr", hu, "case_0000"), ("labelsTr", labels, "case")):
+        (tmp_path / "data" / folder).mkdir(parents=True, exist_ok=True)
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing((6.0, 6.0, 3.0))
+        sitk.WriteImage(image, str(tmp_path / "data" / folder / f"{name}.nii.gz"))
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for name in ("abdoseg_flare22", "abdoseg_coarse"):
+        card, _ = load_card(WEIGHTS_DIR / f"{name}.json")
+        locator = None if section == "none" and name == "abdoseg_flare22" else card.locator
+        dataclasses.replace(card, locator=locator and dataclasses.replace(locator, model_file="abdoseg_locator.onnx")
+                            ).save(weights / f"{name}.json")
+    (weights / "abdoseg_locator.onnx").write_bytes(b"the FLARE21 cards' locator")
+    torch.set_num_threads(1)
+    path = run(tmp_path / "data", weights / "abdoseg_flare22.json", steps=2, seed=0, threads=1, recipe="test")
+    assert path == weights / "abdoseg_flare22_locator.onnx"
+    assert (weights / "abdoseg_locator.onnx").read_bytes() == b"the FLARE21 cards' locator"
+    loaded, _ = load_card(weights / "abdoseg_flare22.json")
+    assert loaded.labelset == "flare22" and loaded.locator.sha256 == sha256_of(path)
+    assert loaded.locator.model_file == str(path)  # load_card resolves it beside the card
+    assert loaded.locator.provenance["labelset"] == "flare22"
