@@ -151,3 +151,18 @@ def test_structure_samples_carry_the_training_classes_and_the_preview_is_written
                       synth=SynthConfig(p=0.5))
     path = write_preview(sources, cfg, tmp_path / "preview.png", count=3)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_acquisition_blurs_within_the_scan_and_keeps_the_padding_exact():
+    """The liver reaches the scan's last slice; the canvas beyond is padding. A strong blur must neither darken the
+    liver's edge slice with the padding nor give the padding any other value than -1024 HU."""
+    source = _toy_source()
+    source.inside[16:] = False
+    source.structures[16:], source.classes[16:], source.hu[16:] = 0, 0, -1024.0
+    source.structures[4:16, 10:30, 10:30] = 5
+    blur = replace(CLEAN, partial_volume_vox=(0.8, 0.8), thickness_mm=(6.0, 6.0), elastic_vox=0.0)
+    crop = synthetic_crop(source, np.array([11.5, 23.5, 23.5]), (16, 32, 32), np.random.default_rng(0), blur,
+                          NO_AUGMENT, "flare21", SPACING)
+    edge = crop.hu[11, 8:14, 8:14]  # canvas z 15, the scan's last slice, inside the liver in-plane
+    np.testing.assert_allclose(edge.numpy(), crop.means["liver"], atol=0.5)
+    assert (crop.hu[12:] == -1024.0).all()
