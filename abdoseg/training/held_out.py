@@ -13,12 +13,17 @@ from __future__ import annotations
 import logging
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from abdoseg.training.data import Case, Resampler
 from abdoseg.training.windows import hu_to_channels
+
+if TYPE_CHECKING:
+    from abdoseg.evaluation.held_out import HeldOutScore
+    from abdoseg.training.train import TrainConfig
 
 log = logging.getLogger("training")
 
@@ -71,7 +76,8 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def held_out_report(model: torch.nn.Module, cfg, held: list[Case], run_dir: Path, budget: dict) -> list:
+def held_out_report(model: torch.nn.Module, cfg: TrainConfig, held: list[Case], run_dir: Path,
+                    budget: dict) -> list[HeldOutScore]:
     """Segment each held-out case with `model` through the pipeline, score it, write the report; return its rows."""
     from abdoseg.evaluation.held_out import format_held_out, score_held_out_files, write_report
     from abdoseg.evaluation.labelsets import get_labelset

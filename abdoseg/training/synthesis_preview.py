@@ -2,15 +2,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from abdoseg.training.structures import StructureSample
 
+if TYPE_CHECKING:
+    from abdoseg.training.synthesis import SyntheticCrop
+    from abdoseg.training.train import TrainConfig
+
 WINDOW = (-160.0, 240.0)  # level 40, width 400: the abdomen window
 
 
-def preview_crops(sources: list[StructureSample], cfg, count: int = 8, seed: int = 0) -> list:
+def preview_crops(sources: list[StructureSample], cfg: TrainConfig, count: int = 8,
+                  seed: int = 0) -> list[SyntheticCrop]:
     """`count` synthetic crops of a training configuration's crop size and synthesis, reproducible by `seed`;
     each centred on an organ voxel, one of the structure samples in turn."""
     from abdoseg.training.synthesis import synthetic_crop
@@ -26,7 +32,8 @@ def preview_crops(sources: list[StructureSample], cfg, count: int = 8, seed: int
     return crops
 
 
-def write_preview(sources: list[StructureSample], cfg, path: Path, count: int = 8, seed: int = 0) -> Path:
+def write_preview(sources: list[StructureSample], cfg: TrainConfig, path: Path, count: int = 8,
+                  seed: int = 0) -> Path:
     """Axial slices of synthetic crops (each where its organs are largest): the image in the abdomen window above,
     the same slice with the organ classes drawn over it below; each titled with its phase and liver / aorta HU."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
