@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -140,10 +139,9 @@ def nnunet_labels(folder: Path, scan: Path, folds, mirroring: bool, out_dir: Pat
                                 perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
                                 verbose_preprocessing=False, allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(folder), tuple(folds), "checkpoint_final.pth")
-    out_dir = Path(tempfile.mkdtemp(prefix=f"nnunet_{folder.name}_{int(mirroring)}_"))  # never beside the input
-    seg_dir = None
-    if prev_stage is not None:
-        seg_dir = prev_stage.parent
+    out_dir = Path(out_dir)  # a temporary folder: never beside the input
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seg_dir = None if prev_stage is None else str(Path(prev_stage).parent)  # nnU-Net saves its arguments as JSON
     predictor.predict_from_files_sequential([[str(scan)]], [str(out_dir / Path(scan).name.replace("_0000.nii.gz", ""))],
                                             save_probabilities=False, overwrite=True,
                                             folder_with_segs_from_prev_stage=seg_dir)
