@@ -226,7 +226,7 @@ def test_cascade_feeds_the_coarse_labels_one_hot(tmp_path):
     hot = one_hot_prior(seg, (8, 12, 12), (2.0, 2.0, 2.0), (1.0, 1.0, 1.0), fine.card)
     resized = ndimage.zoom((seg == 2).astype(float), 2, order=1, mode="nearest", grid_mode=True)  # skimage's resize
     assert hot.shape == (2, 8, 12, 12) and not hot[0].any()
-    np.testing.assert_array_equal(hot[1], resized >= 0.5)  # resize_segmentation: each label's mask, >= 0.5
+    np.testing.assert_array_equal(hot[1], resized > 0.5)  # two labels: the arg-max of their resized indicators
 
 
 def test_model_folder_without_the_importer_is_one_line(tmp_path, capsys, monkeypatch):

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from abdoseg.inference.nnunet.card import NnunetCard, Resampling
-from abdoseg.inference.nnunet.resample import compute_new_shape, labels_from_scores, resample_data, score_taps
+from abdoseg.inference.nnunet.resample import (AxisTaps, compute_new_shape, labels_from_scores, resample_data,
+                                               score_taps)
 from abdoseg.inference.nnunet.windows import FoldEnsemble, logits_2d, logits_3d
 
 SLICE_BATCH = 8  # 2d configuration: slices per network run
@@ -71,15 +72,27 @@ def target_spacing(card: NnunetCard, spacing: Sequence[float]) -> tuple[float, .
 def one_hot_prior(labels: np.ndarray, new_shape: Sequence[int], spacing: Sequence[float],
                   new_spacing: Sequence[float], card: NnunetCard) -> np.ndarray:
     """float32 [n_classes - 1, *new_shape]: a cascade's coarse labels (cropped, transposed) resampled as nnU-Net's
-    resampling_fn_seg (batchgenerators' resize_segmentation: each label's mask resized, >= 0.5, higher labels
-    written last), one-hot per foreground label."""
+    resampling_fn_seg (batchgenerators' resize_segmentation: each label's indicator resized, the per-voxel arg-max,
+    exact ties to the nearest neighbour's label when it is one of them, else the smallest), one-hot per
+    foreground label."""
     rule = card.resampling.get("seg") or DEFAULT_SEG_RESAMPLING
-    seg = np.zeros(new_shape, np.uint8)
-    for k in range(1, card.n_classes):
-        mask = labels == k
-        if mask.any():
-            resized = resample_data(mask.astype(np.float32)[None], new_shape, spacing, new_spacing, rule)[0]
-            seg[resized >= 0.5] = k
+    new_shape = tuple(int(n) for n in new_shape)
+    nearest = labels[np.ix_(*(AxisTaps.of(n, m, 0).low for n, m in zip(labels.shape, new_shape)))]
+    best = seg = tied = nearest_best = None
+    for k in np.unique(labels):
+        score = resample_data((labels == k).astype(np.float32)[None], new_shape, spacing, new_spacing, rule)[0]
+        hit = nearest == k
+        if best is None:
+            best, seg = score, np.full(new_shape, k, np.uint8)
+            tied, nearest_best = np.zeros(new_shape, bool), hit
+            continue
+        above, equal = score > best, score == best
+        seg[above] = k
+        tied = (tied & ~above) | equal
+        nearest_best = np.where(above, hit, nearest_best | (equal & hit))
+        best = np.maximum(best, score)
+    settle = tied & nearest_best
+    seg[settle] = nearest[settle]
     return np.stack([seg == k for k in range(1, card.n_classes)]).astype(np.float32)
 
 
