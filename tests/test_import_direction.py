@@ -67,3 +67,57 @@ def test_the_runtime_modules_import_without_torch():
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip().splitlines()[-1] == "[]"
+
+
+#: Imports of the inference package that the runtime image (requirements.txt) does not provide: each names the
+#: extra that provides it and the only modules allowed to import it, inside the functions that use it.
+OPTIONAL_IMPORTS = {
+    "torch": ("requirements-gpu.txt", {"fine/preprocess.py", "fine/slabs.py", "fine/sliding.py", "fine/stage.py"}),
+    "ray": ("requirements-cohort.txt", {"cohort/cli.py", "cohort/runner.py"}),
+    "PIL": ("requirements-preview.txt", {"outputs/preview.py"}),
+    "highdicom": ("requirements-dicom.txt", {"outputs/dicom.py"}),
+    "contourpy": ("requirements-dicom.txt", {"outputs/dicom.py"}),
+    "pynvml": ("requirements-gpu.txt", {"process/resources.py"}),
+}
+
+
+def _requirement_names(path) -> set[str]:
+    names = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line and not line.startswith("-"):
+            names.add(line.split("==")[0].split(">=")[0].split("[")[0].strip().lower().replace("_", "-"))
+    return names
+
+
+def test_inference_imports_only_what_the_runtime_image_installs():
+    """A module the runtime image lacks fails only when that image runs it (a baked card, the container check):
+    every third-party import in abdoseg/inference must come from a distribution named in requirements.txt, or
+    be an optional extra's, in the modules listed above."""
+    from importlib.metadata import packages_distributions
+
+    providers = packages_distributions()
+    runtime = _requirement_names(ROOT / "requirements.txt")
+    wrong = set()
+    for path in sorted((PACKAGE / "inference").rglob("*.py")):
+        relative = path.relative_to(PACKAGE / "inference").as_posix()
+        for name in _imported_names(path):
+            top = name.split(".")[0]
+            if top in sys.stdlib_module_names or top in ("abdoseg", "__future__"):
+                continue
+            dists = {d.lower().replace("_", "-") for d in providers.get(top, [])}
+            if dists & runtime:
+                continue
+            extra = OPTIONAL_IMPORTS.get(top)
+            if extra is None or relative not in extra[1]:
+                wrong.add(f"{relative} imports {top}")
+    assert sorted(wrong) == []
+
+
+@pytest.mark.parametrize("module", sorted(OPTIONAL_IMPORTS))
+def test_every_optional_import_is_in_its_extra(module):
+    extra, _ = OPTIONAL_IMPORTS[module]
+    from importlib.metadata import packages_distributions
+
+    dists = {d.lower().replace("_", "-") for d in packages_distributions().get(module, [module])}
+    assert dists & _requirement_names(ROOT / extra), f"{module} is not in {extra}"
