@@ -74,3 +74,25 @@ def test_labels_agree_with_nnunet(tmp_path, configuration, tta):
         assert len(np.unique(theirs)) >= 3  # labels and boundaries to agree on
         ours = predictor.segment_image(sitk.ReadImage(str(scan)))
         _assert_agree(ours, theirs, f"{configuration} {scan.parent.name}/{scan.name} tta={tta}")
+
+
+@pytest.mark.slow
+def test_cascade_second_stage_agrees_with_nnunet(tmp_path):
+    """3d_cascade_fullres after 3d_lowres: abdoseg's second stage fed nnU-Net's own coarse labels (the coarse stage is
+    held to the targets above; a random second stage amplifies its few differing voxels, one-hot input channels)."""
+    from abdoseg.inference.pipeline import Predictor
+    from tests.helpers.nnunet_reference import import_card, nnunet_labels
+
+    low = _random_folder(tmp_path / "results", "3d_lowres", (0,))
+    cascade = _random_folder(tmp_path / "results", "3d_cascade_fullres", (0,))
+    low_card = import_card(low, tmp_path / "cards" / "low")
+    card = import_card(cascade, tmp_path / "cards" / "cascade", previous_stage=low_card)
+    scan = SCANS[0]
+    coarse = nnunet_labels(low, scan, (0,), False, tmp_path / "coarse")
+    theirs = nnunet_labels(cascade, scan, (0,), False, tmp_path / "fine", prev_stage=tmp_path / "coarse" / "x")
+    assert len(np.unique(theirs)) >= 3
+    predictor = Predictor.load(card, runtime="openvino", threads=2)
+    fine, _ = predictor.models
+    image = sitk.ReadImage(str(scan))
+    ours = fine.predict(sitk.GetArrayFromImage(image), image.GetSpacing()[::-1], coarse)
+    _assert_agree(ours, theirs, f"3d_cascade_fullres {scan.name}")
