@@ -191,14 +191,14 @@ def test_predict_command_runs_an_nnunet_card(tmp_path, capsys):
     card = write_toy_nnunet_card(tmp_path / "model")
     (tmp_path / "in").mkdir()
     sitk.WriteImage(synthetic_ct((14, 40, 44), (2.5, 1.2, 1.1)), str(tmp_path / "in" / "a_0000.nii.gz"))
-    (tmp_path / "in" / "b_0000.nii.gz").write_bytes(b"not a scan")
+    (tmp_path / "in" / "0_0000.nii.gz").write_bytes(b"not a scan")  # the first case fails
     code = main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--card", str(card), "--tta",
                  "--statistics", "--runtime", "onnxruntime", "--threads", "1"])
     err = capsys.readouterr().err
-    assert code == 1 and "b: FAILED" in err and "mirroring over axes [0, 1, 2]" in err
+    assert code == 1 and "0: FAILED" in err and "mirroring over axes [0, 1, 2]" in err
     stats = json.loads((tmp_path / "out" / "a.json").read_text())
     assert set(stats["organs"]) == {"liver", "kidney_left"}
-    assert not (tmp_path / "out" / "b.nii.gz").exists()
+    assert not (tmp_path / "out" / "0.nii.gz").exists()
 
 
 def test_cascade_feeds_the_coarse_labels_one_hot(tmp_path):

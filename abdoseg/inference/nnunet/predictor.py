@@ -88,8 +88,8 @@ class NnunetPredictor:
         self.session_load_s: float | None = None
         tta = f", mirroring over axes {list(card.mirror_axes)}" if choice.tta and card.mirror_axes else ""
         device = "CUDA" if choice.use_cuda else "CPU"
-        self.session = SessionsInfo(f"nnU-Net {card.configuration}, {len(card.folds)} fold(s), {choice.runtime} "
-                                    f"{device}, {choice.threads} threads{tta}")
+        self._info = SessionsInfo(f"nnU-Net {card.configuration}, {len(card.folds)} fold(s), {choice.runtime} "
+                                  f"{device}, {choice.threads} threads{tta}")
 
     @staticmethod
     def _previous_stage(card: NnunetCard) -> NnunetCard | None:
@@ -124,6 +124,12 @@ class NnunetPredictor:
         models = (open_model(self.card, self.choice), coarse)
         self.session_load_s = time.perf_counter() - t0
         return models
+
+    @property
+    def session(self) -> SessionsInfo:
+        """What the runtime is, once the sessions are open (waits for a background load, as the pipeline's)."""
+        self.models  # noqa: B018 - waits; raises ModelLoadError if the load failed
+        return self._info
 
     @property
     def models(self) -> tuple[NnunetModel, NnunetModel | None]:
