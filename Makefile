@@ -27,7 +27,7 @@ $(VENV)/.stamp-eval: $(VENV)/.stamp requirements-eval.txt requirements-preview.t
 venv-eval: $(VENV)/.stamp-eval
 
 $(DEV)/.stamp: requirements.txt requirements-train.txt requirements-cohort.txt requirements-dev.txt requirements-eval.txt \
-		requirements-dicom.txt requirements-preview.txt
+		requirements-dicom.txt requirements-preview.txt requirements-nnunet.txt
 	$(PYTHON) -m venv $(DEV)
 	$(DEV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@
