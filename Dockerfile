@@ -47,7 +47,8 @@ RUN set -eu; \
     site=/opt/venv/lib/python3.11/site-packages; \
     # Test suites and test data (onnx's backend test data alone is ~18 MB).
     find $site -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} +; \
-    rm -rf $site/onnx/backend/test/data $site/numpy/f2py $site/numpy/distutils; \
+    # numpy/f2py stays: importing scipy (the nnU-Net cards' resampling) reaches numpy.f2py.
+    rm -rf $site/onnx/backend/test/data $site/numpy/distutils; \
     # OpenVINO: only the CPU plugin (AUTO/HETERO/BATCH kept: <2 MB) and the ONNX + IR frontends are used.
     ov=$site/openvino; \
     rm -rf $ov/include $ov/cmake $ov/tools $ov/torch $ov/libs/cache.json \

@@ -18,6 +18,9 @@
 #      (which organs it finds is the model's business: the shipped one finds liver, right kidney and spleen).
 #   8. the shipped two-stage card: every sample with ABDOSEG_CARD=flare21-fine, one container each, the organisers'
 #      way; outputs checked as in 5 and the model line naming abdoseg_coarse_int8_fine and its fine stage.
+#   9. an nnU-Net model baked in as the default (docs/nnunet.md): the committed tiny nnU-Net 3d_fullres card
+#      (tests/data/nnunet/cards/) copied into imported/, the image built with --build-arg CARD, one case run the
+#      organisers' way with no ABDOSEG_CARD: the model line must name that card (liver optional: a path check).
 #
 # `--build-only` (make container) stops after step 3 and the size report.
 # Runs as root (CI does). Environment: ABDOSEG_IMAGE (default abdoseg:latest), ABDOSEG_SAMPLES (a folder with
@@ -291,8 +294,9 @@ run_case_with_card() {
     chmod -R a-w "$WORK/in.$tag"
     t0=$(now)
     # shellcheck disable=SC2086  # $mounts: zero or more podman options
+    # An empty $card sets no ABDOSEG_CARD: the image's own default runs.
     podman run --rm --network=none -v "$WORK/in.$tag:/workspace/inputs:ro" -v "$WORK/out.$tag:/workspace/outputs" \
-        $mounts -e ABDOSEG_CARD="$card" "$IMAGE" /bin/bash -c "sh predict.sh" > "$WORK/$case.$tag.log" 2>&1 \
+        $mounts ${card:+-e ABDOSEG_CARD="$card"} "$IMAGE" /bin/bash -c "sh predict.sh" > "$WORK/$case.$tag.log" 2>&1 \
         || status=$?
     log "$case (ABDOSEG_CARD=$card): container wall time $(elapsed "$t0") s (exit $status)"
     sed 's/^/[container]   | /' "$WORK/$case.$tag.log"
@@ -304,6 +308,28 @@ run_case_with_card() {
         || status=$?
     sed 's/^/[container]   /' "$WORK/$case.$tag.check"
     [ "$status" -eq 0 ] || die "$case: output check failed with ABDOSEG_CARD=$card"
+}
+
+# Step 9: the image built with an imported nnU-Net card as its default (Dockerfile ARG CARD), one case without
+# ABDOSEG_CARD. imported/ is made for the build and removed after it; the baked image is removed at the end.
+run_baked_nnunet_card() {
+    local cards=$REPO/tests/data/nnunet/cards ca=() status=0 t0
+    local IMAGE=$IMAGE-nnunet  # run_case_with_card runs this image
+    [ -f "$cards/tiny_3d_fullres.json" ] || { log "baked nnU-Net card check skipped: no $cards"; return; }
+    [ ! -e "$REPO/imported" ] || die "$REPO/imported exists: the check would bake it in; move it away first"
+    [ -f /etc/ssl/certs/ca-certificates.crt ] && ca=(-v /etc/ssl/certs/ca-certificates.crt:/run/host-ca.crt:ro)
+    mkdir "$REPO/imported"
+    cp "$cards"/tiny_3d_fullres.json "$cards"/tiny_3d_fullres.fold_*.onnx "$REPO/imported/"
+    t0=$(now)
+    podman build --isolation chroot --network=host --pull=never "${ca[@]}" \
+        --build-arg CARD=imported/tiny_3d_fullres.json -t "$IMAGE" "$REPO" > "$WORK/build-nnunet.log" 2>&1 \
+        || status=$?
+    rm -rf "$REPO/imported"
+    [ "$status" -eq 0 ] || { tail -40 "$WORK/build-nnunet.log" >&2; die "podman build --build-arg CARD failed"; }
+    log "built $IMAGE (CARD=imported/tiny_3d_fullres.json) in $(elapsed "$t0") s"
+    run_case_with_card nnunet "$(ls "$(sample_dir)"/imagesTr/*_0000.nii.gz | head -1)" "" "tiny_3d_fullres" "" \
+        --liver-optional
+    podman rmi -f "$IMAGE" >/dev/null
 }
 
 T_START=$(now)
@@ -319,4 +345,5 @@ $BUILD_ONLY || run_cases
 $BUILD_ONLY || run_slice_card
 $BUILD_ONLY || run_flare22_case
 $BUILD_ONLY || run_two_stage_cases
+$BUILD_ONLY || run_baked_nnunet_card
 log "container step passed in $(elapsed "$T_START") s"
