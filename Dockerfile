@@ -85,7 +85,7 @@ RUN python -m compileall -q /workspace/abdoseg \
  && python -m abdoseg predict --warmup \
  && python -m abdoseg predict --warmup --card flare21-fp32 \
  && python -m abdoseg predict --warmup --card flare22 \
- && python -m abdoseg predict --warmup --card flare21-fine
+ && python -m abdoseg predict --warmup --card flare21
 # An imported card baked in as the default (docs/nnunet.md): `abdoseg import-nnunet MODEL_FOLDER --out imported/NAME`,
 # then `docker build --build-arg CARD=imported/NAME.json .`. imported/ is in the context (.dockerignore); the warm-up
 # fails the build on a broken card and fills the model cache. Without CARD the image is the default one.

@@ -3,7 +3,8 @@
 #   sh predict.sh [INPUT_DIR] [OUTPUT_DIR]   defaults: /workspace/inputs /workspace/outputs
 # Extra options for `abdoseg predict` may follow the two folders. Uses ./.venv when present.
 # The folders are passed as --input=DIR/--output=DIR, so a name starting with '-' is never read as an option.
-# ABDOSEG_CARD=flare22 (a card name or a card JSON path) selects the model card; default: the FLARE21 card.
+# ABDOSEG_CARD=flare22 (a card name or a card JSON path) selects the model card; default: flare21-fine, the
+# FLARE21 two-stage card (coarse network, then the fine network on the organ crop).
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 IN=${1:-/workspace/inputs}

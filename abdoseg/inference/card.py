@@ -296,8 +296,9 @@ NAMED_CARDS = {"flare21": WEIGHTS_DIR / "abdoseg_coarse_int8.json",
                "flare21-fp32": WEIGHTS_DIR / "abdoseg_coarse.json",
                "flare22": WEIGHTS_DIR / "abdoseg_flare22.json",
                "flare21-fine": WEIGHTS_DIR / "abdoseg_coarse_int8_fine.json"}
-#: The card `abdoseg predict` runs unless told otherwise.
-DEFAULT_CARD = "flare21"
+#: The card `abdoseg predict` and predict.sh run unless told otherwise: the two-stage card, the only shipped
+#: card that finds the pancreas (docs/decisions.md).
+DEFAULT_CARD = "flare21-fine"
 #: The named card whose locator the `cobra` preset borrows.
 LOCATOR_CARD = "flare21-fp32"
 #: The COBRA peer resizes the located region, never less than this z extent (mm): the framing of the

@@ -12,14 +12,14 @@ import onnx
 import pytest
 import SimpleITK as sitk
 
-from abdoseg.inference.card import DEFAULT_CARD, SlabTail, card_path, load_card
+from abdoseg.inference.card import SlabTail, card_path, load_card
 from abdoseg.inference.graph.runtime import open_session
 from abdoseg.inference.graph.staged import InPlaneChunks, StagedSession, network_parts, slab_agreement, slab_plan
 from abdoseg.inference.grid.scan import Grid, canonical_hu
 from abdoseg.inference.pipeline import Predictor
 from tests.helpers import ROOT, real_image
 
-INT8_CARD, FP32_CARD = card_path(DEFAULT_CARD), card_path("flare21-fp32")
+INT8_CARD, FP32_CARD = card_path("flare21"), card_path("flare21-fp32")
 
 
 @pytest.mark.parametrize("depth", [1, 5, 13, 14, 15, 24, 48, 49, 100])
