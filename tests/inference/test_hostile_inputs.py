@@ -137,8 +137,8 @@ def test_metaimage_string_elements_are_refused(tmp_path):
 
 def test_truncated_zlib_metaimage_is_refused(tmp_path):
     path = hostile.truncated_compressed_metaimage(tmp_path / "cut_0000.mha", tmp_path)
-    read_by_itk = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))  # ITK alone: no error, a wrong tail
-    assert (read_by_itk != hostile.truncated_metaimage_source()).mean() > 0.3
+    # ITK alone raises nothing: the missing tail is whatever its buffer held (often, not always, other values)
+    assert sitk.ReadImage(str(path)).GetSize() == hostile.truncated_metaimage_source().shape[::-1]
     _refused(path, "truncated")
 
 
