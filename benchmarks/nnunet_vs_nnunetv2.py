@@ -42,11 +42,12 @@ def main() -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/nnunet_bench"))
     args = p.parse_args()
 
-    from tests.helpers.nnunet_reference import import_card, random_model_folder
+    from tests.helpers.nnunet import random_model_folder
+    from tests.helpers.nnunet_reference import import_card
 
     print(f"CPU: {cpu_model()}; threads {args.threads}")
     plans, dataset = json.loads(args.plans.read_text()), json.loads(args.dataset.read_text())
-    folder = random_model_folder(args.work / "results" / DATASET, plans, dataset, "3d_fullres", folds=(0,))
+    folder = random_model_folder(args.work / "results" / DATASET, plans, "3d_fullres", dataset, folds=(0,))
     card = import_card(folder, args.work / "cards" / "full_3d_fullres")
     n_params = _parameters(folder)
     print(f"network: {plans['plans_name']} 3d_fullres, {n_params / 1e6:.1f} M parameters, "

@@ -31,7 +31,7 @@ def random_model_folder(root: Path, plans: dict, configuration: str, dataset_jso
     manager = PlansManager(plans)
     config = manager.get_configuration(configuration)
     folder = root / f"{trainer}__{plans['plans_name']}__{configuration}"
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "plans.json").write_text(json.dumps(plans))
     (folder / "dataset.json").write_text(json.dumps(dataset_json))
     for fold in folds:
@@ -40,7 +40,7 @@ def random_model_folder(root: Path, plans: dict, configuration: str, dataset_jso
             config.network_arch_class_name, config.network_arch_init_kwargs,
             config.network_arch_init_kwargs_req_import, determine_num_input_channels(manager, config, dataset_json),
             manager.get_label_manager(dataset_json).num_segmentation_heads, allow_init=True, deep_supervision=True)
-        (folder / f"fold_{fold}").mkdir()
+        (folder / f"fold_{fold}").mkdir(exist_ok=True)
         torch.save({"network_weights": network.state_dict(), "trainer_name": trainer,
                     "init_args": {"plans": plans, "configuration": configuration, "fold": fold,
                                   "dataset_json": dataset_json},

@@ -24,13 +24,14 @@ SCANS = sorted((ROOT / "tests" / "data" / "flare21" / "imagesTr").glob("*_0000.n
 
 
 def _random_folder(root: Path, configuration: str, folds) -> Path:
-    from tests.helpers.nnunet_reference import random_model_folder
+    from tests.helpers.nnunet import random_model_folder
 
     tiny = MODELS / "nnUNetTrainer__nnUNetTinyPlans__3d_fullres"  # its plans.json holds every configuration
     plans, dataset = (json.loads((tiny / name).read_text()) for name in ("plans.json", "dataset.json"))
     if configuration not in plans["configurations"]:
         pytest.skip(f"no {configuration} in the test plans")
-    return random_model_folder(root, plans, dataset, configuration, folds)
+    mirror_axes = (0, 1) if configuration == "2d" else (0, 1, 2)  # nnUNetTrainer's: every axis of the patch
+    return random_model_folder(root, plans, configuration, dataset, folds, mirror_axes=mirror_axes)
 
 
 def _scans(tmp_path: Path, tta: bool) -> list[Path]:
