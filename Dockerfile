@@ -60,6 +60,10 @@ RUN set -eu; \
     # onnxruntime: model-optimisation tooling, not the runtime.
     rm -rf $site/onnxruntime/transformers $site/onnxruntime/quantization $site/onnxruntime/tools \
         $site/onnxruntime/datasets; \
+    # scipy: the nnU-Net cards' resampling imports scipy.ndimage, which loads scipy.special and scipy._lib only
+    # (python -X importtime on every configuration's card); the rest is ~90 MB the image never imports.
+    for sub in stats optimize sparse linalg spatial io signal interpolate integrate fft fftpack cluster odr \
+        datasets misc differentiate; do rm -rf $site/scipy/$sub; done; \
     # Debug info some wheels ship (cc3d: 19 MB -> 2.5 MB); symbols and patched RPATHs are left alone.
     find $site -type f -name '*.so*' -exec sh -c \
         'for f; do if readelf -S "$f" | grep -q "\.debug_info"; then strip --strip-debug "$f"; fi; done' sh {} +; \
