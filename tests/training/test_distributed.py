@@ -26,7 +26,7 @@ CFG = dict(QUICK, batch_size=4, iters_per_epoch=3, dropout=0.0, threads=1)
 def _steps(cfg: TrainConfig, run_dir, ctx: distributed.Context) -> tuple[list[float], dict]:
     """k Adam steps of the training loop (the code `train` runs), from the seeded initial weights."""
     torch.manual_seed(cfg.seed)
-    samples, _ = _load_data(cfg, run_dir, ctx)
+    samples, _, _ = _load_data(cfg, run_dir, ctx)  # no structure maps: no synthesis sources
     parts, loss_fn = _build(cfg, samples, False, ctx)
     losses = _train_epoch(parts, samples, distributed.global_batch_loss(loss_fn, ctx), cfg, 0, math.inf, False, ctx)
     return losses, {k: v.detach().clone() for k, v in parts.model.state_dict().items()}
