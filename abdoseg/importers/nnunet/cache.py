@@ -13,8 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from abdoseg.importers.nnunet.folder import ImportRefused, ModelFolder, read_model_folder, sha256
+from abdoseg.importers.nnunet.folder import ImportRefused, ModelFolder, read_model_folder
 from abdoseg.importers.nnunet.importer import import_model_folder
+from abdoseg.inference.card import sha256_of
 
 CARD_NAME = "model"
 
@@ -28,7 +29,7 @@ def default_cache_dir() -> Path:
 
 def cache_key(folder: ModelFolder) -> str:
     """sha256 over the configuration and each fold's checkpoint sha256: a retrained or other fold set is a new key."""
-    parts = [folder.configuration] + [f"{k}:{sha256(folder.checkpoint(k))}" for k in folder.folds]
+    parts = [folder.configuration] + [f"{k}:{sha256_of(folder.checkpoint(k))}" for k in folder.folds]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 

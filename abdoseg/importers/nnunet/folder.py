@@ -6,7 +6,6 @@ region-based labels (several labels per voxel, sigmoid outputs) and normalisatio
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -94,11 +93,3 @@ def read_model_folder(path: Path, folds: tuple[int, ...] | None = None) -> Model
         raise ImportRefused(f"{path}: no fold_{missing[0]}/{CHECKPOINT} (folds present: {list(present)})")
     return ModelFolder(path, trainer, plans_name, configuration, dataset_json, plans, chosen)
 
-
-def sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB pieces."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for piece in iter(lambda: f.read(1 << 20), b""):
-            digest.update(piece)
-    return digest.hexdigest()

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from abdoseg.importers.nnunet.card import Exported, make_card
 from abdoseg.importers.nnunet.export import PARITY_TOLERANCE, logit_parity, onnx_bytes, write_atomically
-from abdoseg.importers.nnunet.folder import ImportRefused, ModelFolder, read_model_folder, sha256
+from abdoseg.importers.nnunet.folder import ImportRefused, ModelFolder, read_model_folder
 from abdoseg.importers.nnunet.network import fold_network, load_checkpoint, mirror_axes, network_shape, trace_size
+from abdoseg.inference.card import sha256_of
 
 log = logging.getLogger("abdoseg.importers.nnunet")
 
@@ -51,7 +52,7 @@ def _export_fold(folder: ModelFolder, fold: int, onnx_path: Path) -> tuple[str, 
                             f"(tolerance {tolerance:.3g}); nothing written")
     onnx_path.write_bytes(graph)
     log.info("fold %d: |onnx - torch| = %.3g (largest |logit| %.3g)", fold, diff, largest)
-    return sha256(folder.checkpoint(fold)), mirror_axes(checkpoint), {
+    return sha256_of(folder.checkpoint(fold)), mirror_axes(checkpoint), {
         "max_abs_logit_diff": diff, "tolerance": tolerance, "fold": fold, "max_abs_logit": largest}
 
 
