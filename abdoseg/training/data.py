@@ -202,12 +202,14 @@ def model_grid_sample(case: Case, crop: Crop, resampler: Resampler, orientation:
     return Sample(case.name, crop.name, low_hu, training_classes(low_hu, low_labels))
 
 
-def _cache_key(case: Case, crop: Crop, geometry: Geometry) -> str:
+def cache_key(paths: tuple[Path, ...], settings: list) -> str:
+    """Key of a cached sample: each file's path, size and modification time, then the settings (JSON), so an
+    edited file or another crop, grid or label set is a new entry."""
     h = hashlib.sha256()
-    for path in (case.image, case.label):
+    for path in paths:
         st = path.stat()
         h.update(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
-    h.update(json.dumps([asdict(crop), asdict(geometry)], sort_keys=True).encode())
+    h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
@@ -224,7 +226,8 @@ def load_samples(
         for crop in crops:
             if crop.is_long and not extendable:
                 continue
-            path = cache_dir / f"{case.name}.{crop.name}.{_cache_key(case, crop, geometry)}.npz"
+            key = cache_key((case.image, case.label), [asdict(crop), asdict(geometry)])
+            path = cache_dir / f"{case.name}.{crop.name}.{key}.npz"
             if path.is_file():
                 with np.load(path) as z:
                     samples.append(Sample(case.name, crop.name, z["hu"], z["classes"]))

@@ -9,15 +9,13 @@ labels file gives (tested on the bundled scans).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from abdoseg.inference.card import Geometry
-from abdoseg.training.data import Case, Crop, Resampler, read_canonical_pair, training_classes
+from abdoseg.training.data import Case, Crop, Resampler, cache_key, read_canonical_pair, training_classes
 
 #: TotalSegmentator v2 "total" ids -> label of each label set (TotalSegmentator's class map, Apache-2.0).
 TOTAL_TO_LABELS: dict[str, dict[int, int]] = {
@@ -87,7 +85,8 @@ def load_structure_samples(cases: list[Case], folder: Path, crops: tuple[Crop, .
     for case in cases:
         source = structure_file(folder, case.name)
         for crop in crops:
-            path = cache_dir / f"{case.name}.{crop.name}.total.{_key(case, source, crop, geometry, labelset)}.npz"
+            key = cache_key((case.image, source), [asdict(crop), asdict(geometry), labelset])
+            path = cache_dir / f"{case.name}.{crop.name}.total.{key}.npz"
             if path.is_file():
                 with np.load(path) as z:
                     samples.append(StructureSample(case.name, crop.name, z["hu"], z["classes"], z["structures"],
@@ -101,11 +100,3 @@ def load_structure_samples(cases: list[Case], folder: Path, crops: tuple[Crop, .
             samples.append(sample)
     return samples
 
-
-def _key(case: Case, source: Path, crop: Crop, geometry: Geometry, labelset: str) -> str:
-    h = hashlib.sha256()
-    for path in (case.image, source):
-        st = path.stat()
-        h.update(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
-    h.update(json.dumps([asdict(crop), asdict(geometry), labelset], sort_keys=True).encode())
-    return h.hexdigest()[:16]

@@ -11,8 +11,6 @@ forced to contain foreground, nnU-Net's way (the last round(B·f) samples of a b
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import numpy as np
 import torch
 
 from abdoseg.inference.card import Geometry, Window, ZScore
-from abdoseg.training.data import Case, read_canonical
+from abdoseg.training.data import Case, cache_key, read_canonical
 
 N_SLICE_CLASSES = 5
 
@@ -64,22 +62,14 @@ def inplane_volume(case: Case, hw: tuple[int, int], orientation: str = "RAS") ->
     return SliceVolume(case.name, resampler(hu), np.ascontiguousarray(low_labels, dtype=np.uint8))
 
 
-def _cache_key(case: Case, hw: tuple[int, int]) -> str:
-    h = hashlib.sha256()
-    for path in (case.image, case.label):
-        st = path.stat()
-        h.update(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
-    h.update(json.dumps(["slices/2", list(hw)]).encode())
-    return h.hexdigest()[:16]
-
-
 def load_slice_volumes(cases: list[Case], hw: tuple[int, int], cache_dir: Path) -> list[SliceVolume]:
     """Slice-grid volumes of every case, computed once and cached as .npz in `cache_dir` (atomic writes)."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     volumes = []
     for case in cases:
-        path = cache_dir / f"{case.name}.slices{hw[0]}x{hw[1]}.{_cache_key(case, hw)}.npz"
+        key = cache_key((case.image, case.label), ["slices/2", list(hw)])
+        path = cache_dir / f"{case.name}.slices{hw[0]}x{hw[1]}.{key}.npz"
         if path.is_file():
             with np.load(path) as z:
                 volumes.append(SliceVolume(case.name, z["hu"], z["labels"]))
