@@ -18,18 +18,8 @@ THREADS=${THREADS:-6}
 BENCH_M=${BENCH_M:-1}
 OUT=${OUT:-build/gpu_checks}
 WORK=${WORK:-/tmp/abdoseg_gpu}
-mkdir -p "$OUT" "$WORK" && OUT=$(cd "$OUT" && pwd)
-LOG="$OUT/gpu_checks.log"
-exec > >(tee -a "$LOG") 2>&1
-export PYTHONUNBUFFERED=1
-step() { echo; echo "=== $(date +%T) $*"; }
-
-step "environment"
-if [ -f .gpu/site.tar.xz ] && [ "${SITE:-1}" = 1 ]; then
-    mkdir -p "$WORK/site" && tar -xJf .gpu/site.tar.xz -C "$WORK/site" && export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
-grep -m1 "model name" /proc/cpuinfo; nproc
+. "$(dirname "$0")/gpu_env.sh"
+gpu_start gpu_checks.log
 BENCH_PID=
 $PY -c "import torch, numpy, SimpleITK, cc3d, onnxruntime, onnx; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '', '| numpy', numpy.__version__, '| onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())" || exit 3
 

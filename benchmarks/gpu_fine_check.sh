@@ -19,17 +19,8 @@ THREADS=${THREADS:-8}
 SCAN=${SCAN:-build/bench/imagesTs/benchM_0000.nii.gz}
 OUT=${OUT:-build/gpu_fine_check}
 WORK=${WORK:-/tmp/abdoseg_gpu_fine}
-mkdir -p "$OUT" "$WORK" && OUT=$(cd "$OUT" && pwd)
-exec > >(tee -a "$OUT/gpu_fine_check.log") 2>&1
-export PYTHONUNBUFFERED=1
-step() { echo; echo "=== $(date +%T) $*"; }
-
-step "environment"
-if [ -f .gpu/site.tar.xz ] && [ "${SITE:-1}" = 1 ]; then
-    mkdir -p "$WORK/site" && tar -xJf .gpu/site.tar.xz -C "$WORK/site" && export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
-grep -m1 "model name" /proc/cpuinfo; nproc
+. "$(dirname "$0")/gpu_env.sh"
+gpu_start gpu_fine_check.log
 $PY -c "import torch, onnxruntime, openvino; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '', '| onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers(), '| openvino', openvino.__version__)" || exit 3
 
 step "scan: $SCAN"
